@@ -1,0 +1,31 @@
+# Set-up and the two entry points of the README. Everything installs into .venv (CPU torch pinned: an unpinned
+# torch pulls a multi-GB CUDA build).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.13.0
+
+.PHONY: setup demo test test-fast clean
+
+$(BIN)/.installed: pyproject.toml
+	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng sox >/dev/null; } \
+	  || echo "warning: could not install espeak-ng (needs root); audio tests will fail"
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/speechtrt export --model all --out out/onnx
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,258 @@
+"""What each exported graph is: its wrapper module, named inputs/outputs, dynamic dims and their supported ranges.
+
+A component is one ONNX graph. Its dims (``batch``, ``text``, ``past``, ...) carry ``min/opt/max`` ranges; those
+ranges are written into the graph's sidecar JSON and become TensorRT optimization profiles in ``speechtrt build``.
+``make_inputs`` draws valid random inputs for any sizes inside the ranges (lengths never exceed their tensors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from speechtrt.errors import InputError
+
+
+@dataclass(frozen=True)
+class DimRange:
+    """A dynamic axis and the sizes the graph (and its engines) support."""
+
+    name: str
+    min: int
+    opt: int
+    max: int
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named graph input or output. ``shape`` holds ints (fixed) and dim names (dynamic)."""
+
+    name: str
+    dtype: str  # "float32" | "int64"
+    shape: tuple
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    model: str  # CLI model name that owns it
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    dims: dict[str, DimRange]
+    exporter: str  # "dynamo" (TorchDynamo-based) | "torchscript" (legacy; the only one that handles LSTMs here)
+    wrap: Callable[[nn.Module], nn.Module] = field(repr=False)
+    make_inputs: Callable[[nn.Module, dict[str, int], torch.Generator], dict[str, torch.Tensor]] = field(repr=False)
+
+    def shape_at(self, spec: TensorSpec, which: str) -> list[int]:
+        """Concrete shape of ``spec`` with every dim at its ``min``, ``opt`` or ``max``."""
+        return [d if isinstance(d, int) else getattr(self.dims[d], which) for d in spec.shape]
+
+    def sizes(self, which: str) -> dict[str, int]:
+        return {n: getattr(d, which) for n, d in self.dims.items()}
+
+
+# ---------------------------------------------------------------- wrappers (named forward signatures)
+
+
+class _TTSEncoder(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, text_lengths):
+        memory = self.model.encode(tokens, text_lengths)
+        cross_k, cross_v = self.model.cross_kv(memory)
+        return memory, cross_k, cross_v
+
+
+class _TTSDecoderStep(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, prev_frame, past_len, past_k, past_v, cross_k, cross_v, text_lengths):
+        return self.model.decode_step(prev_frame, past_len, past_k, past_v, cross_k, cross_v, text_lengths)
+
+
+class _TTSVocoder(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mel):
+        return self.model.vocoder_inference(mel)
+
+
+class _ASR(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features, feature_lengths):
+        return self.model(features, feature_lengths)
+
+
+class _ASRStreamStep(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features, ctx1, ctx2, h, c):
+        return self.model.step(features, ctx1, ctx2, h, c)
+
+
+# ---------------------------------------------------------------- random valid inputs
+
+
+def _lengths(batch: int, longest: int, gen: torch.Generator, low: int = 1) -> torch.Tensor:
+    """Per-row lengths in [low, longest], the first row always full (so the padded tensor is tight)."""
+    lengths = torch.randint(min(low, longest), longest + 1, (batch,), generator=gen)
+    lengths[0] = longest
+    return lengths
+
+
+def _tts_encoder_inputs(model, s, gen):
+    return {
+        "tokens": torch.randint(32, 127, (s["batch"], s["text"]), generator=gen),
+        "text_lengths": _lengths(s["batch"], s["text"], gen),
+    }
+
+
+def _tts_decoder_inputs(model, s, gen):
+    c = model.config
+    b, p, t = s["batch"], s["past"], s["text"]
+    kv = (c.num_layers, b, c.num_heads)
+    past_len = torch.randint(0, p + 1, (b,), generator=gen)
+    past_len[0] = p
+    return {
+        "prev_frame": torch.randn(b, c.mel_dim, generator=gen),
+        "past_len": past_len,
+        "past_k": torch.randn(*kv, p, c.head_dim, generator=gen),
+        "past_v": torch.randn(*kv, p, c.head_dim, generator=gen),
+        "cross_k": torch.randn(*kv, t, c.head_dim, generator=gen),
+        "cross_v": torch.randn(*kv, t, c.head_dim, generator=gen),
+        "text_lengths": _lengths(b, t, gen),
+    }
+
+
+def _tts_vocoder_inputs(model, s, gen):
+    return {"mel": torch.randn(s["batch"], s["frames"], model.config.mel_dim, generator=gen)}
+
+
+def _asr_inputs(model, s, gen):
+    return {
+        "features": torch.randn(s["batch"], s["frames"], model.config.input_dim, generator=gen),
+        "feature_lengths": _lengths(s["batch"], s["frames"], gen),
+    }
+
+
+def _asr_stream_inputs(model, s, gen):
+    state = model.initial_state(s["batch"])
+    return {
+        "features": torch.randn(s["batch"], s["chunk"], model.config.input_dim, generator=gen),
+        **{k: torch.randn(v.shape, generator=gen) * 0.5 for k, v in state.items()},
+    }
+
+
+# ---------------------------------------------------------------- the seven graphs
+
+
+def _tts_components() -> list[Component]:
+    from speechtrt.config import TTSConfig
+
+    c = TTSConfig()
+    L, H, D, E, M = c.num_layers, c.num_heads, c.head_dim, c.hidden_dim, c.mel_dim
+    text = DimRange("text", 1, 64, c.max_text_len)
+    kv_text = (L, "batch", H, "text", D)
+    kv_past = (L, "batch", H, "past", D)
+    return [
+        Component(
+            "tts_encoder", "tts",
+            inputs=(TensorSpec("tokens", "int64", ("batch", "text")), TensorSpec("text_lengths", "int64", ("batch",))),
+            outputs=(TensorSpec("memory", "float32", ("batch", "text", E)),
+                     TensorSpec("cross_k", "float32", kv_text), TensorSpec("cross_v", "float32", kv_text)),
+            dims={"batch": DimRange("batch", 1, 8, 64), "text": text},
+            exporter="dynamo", wrap=_TTSEncoder, make_inputs=_tts_encoder_inputs,
+        ),
+        Component(
+            "tts_decoder_step", "tts",
+            inputs=(TensorSpec("prev_frame", "float32", ("batch", M)), TensorSpec("past_len", "int64", ("batch",)),
+                    TensorSpec("past_k", "float32", kv_past), TensorSpec("past_v", "float32", kv_past),
+                    TensorSpec("cross_k", "float32", kv_text), TensorSpec("cross_v", "float32", kv_text),
+                    TensorSpec("text_lengths", "int64", ("batch",))),
+            outputs=(TensorSpec("frame", "float32", ("batch", M)), TensorSpec("stop_prob", "float32", ("batch",)),
+                     TensorSpec("new_k", "float32", (L, "batch", H, 1, D)),
+                     TensorSpec("new_v", "float32", (L, "batch", H, 1, D))),
+            dims={"batch": DimRange("batch", 1, 8, 256), "past": DimRange("past", 1, 250, c.max_frames), "text": text},
+            exporter="dynamo", wrap=_TTSDecoderStep, make_inputs=_tts_decoder_inputs,
+        ),
+        Component(
+            "tts_vocoder", "tts",
+            inputs=(TensorSpec("mel", "float32", ("batch", "frames", M)),),
+            outputs=(TensorSpec("audio", "float32", ("batch", "samples")),),
+            dims={"batch": DimRange("batch", 1, 8, 64), "frames": DimRange("frames", 1, 250, c.max_frames)},
+            exporter="dynamo", wrap=_TTSVocoder, make_inputs=_tts_vocoder_inputs,
+        ),
+    ]
+
+
+def _asr_component(size: str) -> Component:
+    from speechtrt.config import asr_config
+
+    c = asr_config(size)
+    return Component(
+        f"asr_{size}", f"asr-{size}",
+        inputs=(TensorSpec("features", "float32", ("batch", "frames", c.input_dim)),
+                TensorSpec("feature_lengths", "int64", ("batch",))),
+        outputs=(TensorSpec("log_probs", "float32", ("batch", "out_frames", c.vocab_size)),
+                 TensorSpec("output_lengths", "int64", ("batch",))),
+        dims={"batch": DimRange("batch", 1, 16, 64), "frames": DimRange("frames", 1, 800, 3000)},
+        exporter="torchscript", wrap=_ASR, make_inputs=_asr_inputs,
+    )
+
+
+def _asr_stream_component() -> Component:
+    from speechtrt.config import asr_config
+
+    c = asr_config("stream")
+    f2 = (c.input_dim + 1) // 2
+    state_in = (TensorSpec("ctx1", "float32", ("batch", 2, c.input_dim)),
+                TensorSpec("ctx2", "float32", ("batch", 64, 2, f2)),
+                TensorSpec("h", "float32", (c.num_layers, "batch", c.hidden_dim)),
+                TensorSpec("c", "float32", (c.num_layers, "batch", c.hidden_dim)))
+    return Component(
+        "asr_stream_step", "asr-stream",
+        inputs=(TensorSpec("features", "float32", ("batch", "chunk", c.input_dim)), *state_in),
+        outputs=(TensorSpec("log_probs", "float32", ("batch", "out_frames", c.vocab_size)),
+                 *(TensorSpec(f"{s.name}_out", s.dtype, s.shape) for s in state_in)),
+        dims={"batch": DimRange("batch", 1, 64, 1024), "chunk": DimRange("chunk", 1, c.chunk_frames, 64)},
+        exporter="torchscript", wrap=_ASRStreamStep, make_inputs=_asr_stream_inputs,
+    )
+
+
+def all_components() -> list[Component]:
+    return [*_tts_components(), *(_asr_component(s) for s in ("small", "medium", "large")), _asr_stream_component()]
+
+
+COMPONENT_NAMES = tuple(c.name for c in all_components())
+
+
+def component(name: str) -> Component:
+    for c in all_components():
+        if c.name == name:
+            return c
+    raise InputError(f"unknown component {name!r}: choose one of {', '.join(COMPONENT_NAMES)}")
+
+
+def components_for(model: str) -> list[Component]:
+    """Components of a CLI model name (``tts``, ``asr-small`` ... ``asr-stream``) or of ``all``."""
+    from speechtrt.models import MODEL_NAMES
+
+    if model == "all":
+        return all_components()
+    if model not in MODEL_NAMES:
+        raise InputError(f"unknown model {model!r}: choose one of {', '.join(MODEL_NAMES)} or 'all'")
+    return [c for c in all_components() if c.model == model]

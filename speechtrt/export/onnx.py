@@ -1,0 +1,174 @@
+"""ONNX export, one graph per component, each with a sidecar JSON and a parity check.
+
+Exporter choice (measured, see DESIGN.md): the transformer parts export with the TorchDynamo-based exporter and
+truly dynamic batch/time axes; the LSTM models export with the TorchScript-based exporter, which writes ONNX ``LSTM``
+ops with ``sequence_lens`` (the dynamo exporter fails on them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import platform
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from speechtrt import __version__
+from speechtrt.errors import ExportError, InputError
+from speechtrt.export.components import Component
+from speechtrt.export.parity import ParityReport, check_parity
+
+OPSET = {"dynamo": 18, "torchscript": 17}
+SIDECAR_FORMAT = "speechtrt-onnx/1"
+
+
+@dataclass
+class ExportResult:
+    component: Component
+    onnx_path: Path
+    sidecar_path: Path
+    sidecar: dict
+    parity: ParityReport | None
+    seconds: float
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def writable_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` if needed and prove it is writable, or raise an InputError that says so."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".speechtrt-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(
+            f"cannot write to output folder {str(out)!r} ({exc.strerror or exc}); choose a folder you can write to"
+        ) from exc
+    return out
+
+
+def _export(comp: Component, wrapper: torch.nn.Module, example: dict[str, torch.Tensor], path: Path) -> None:
+    names_in = [s.name for s in comp.inputs]
+    names_out = [s.name for s in comp.outputs]
+    args = tuple(example[n] for n in names_in)
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _quiet_fds():
+        warnings.simplefilter("ignore")
+        if comp.exporter == "dynamo":
+            dims = {n: torch.export.Dim(n, min=d.min, max=d.max) for n, d in comp.dims.items()}
+            shapes = {s.name: {i: dims[d] for i, d in enumerate(s.shape) if isinstance(d, str)} for s in comp.inputs}
+            program = torch.onnx.export(
+                wrapper, args, dynamo=True, input_names=names_in, output_names=names_out,
+                dynamic_shapes=shapes, opset_version=OPSET["dynamo"], optimize=True, verbose=False,
+            )
+            program.save(str(path))
+        else:
+            axes = {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in (*comp.inputs, *comp.outputs)}
+            torch.onnx.export(
+                wrapper, args, str(path), dynamo=False, input_names=names_in, output_names=names_out,
+                dynamic_axes={k: v for k, v in axes.items() if v}, opset_version=OPSET["torchscript"],
+            )
+    wrapper.eval()  # the TorchScript exporter restores the wrapper's mode; keep every module in eval
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Silence what the exporters' C++ code prints straight to file descriptors 1 and 2 (shape-inference notes)."""
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def export_component(comp: Component, model: torch.nn.Module, out_dir: str | Path, *, check: bool = True,
+                     seed: int = 0, source: dict | None = None) -> ExportResult:
+    """Export one component of ``model`` to ``out_dir/<name>.onnx`` with ``<name>.json`` beside it.
+
+    With ``check`` the graph is compared with PyTorch on fresh random inputs of several shapes; a graph beyond
+    tolerance raises :class:`ExportError` (the files stay on disk for inspection).
+    """
+    out = writable_dir(out_dir)
+    path = out / f"{comp.name}.onnx"
+    model = model.eval()
+    wrapper = comp.wrap(model).eval()
+    # Example sizes at least 2 on every dynamic axis, so the exporter cannot specialise a dim to 0 or 1.
+    example_sizes = {n: max(2, min(d.max, d.opt // 4 + 2)) for n, d in comp.dims.items()}
+    example = comp.make_inputs(model, example_sizes, torch.Generator().manual_seed(seed))
+    t0 = time.perf_counter()
+    try:
+        _export(comp, wrapper, example, path)
+    except Exception as exc:
+        raise ExportError(f"exporting {comp.name} failed: {exc.__class__.__name__}: {str(exc)[:400]}") from exc
+    model.eval()
+    seconds = time.perf_counter() - t0
+
+    parity = check_parity(comp, model, path, seed=seed + 1) if check else None
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "component": comp.name,
+        "model": comp.model,
+        "onnx": path.name,
+        "onnx_sha256": sha256_file(path),
+        "onnx_bytes": path.stat().st_size,
+        "opset": OPSET[comp.exporter],
+        "exporter": comp.exporter,
+        "inputs": [_io_json(comp, s, with_ranges=True) for s in comp.inputs],
+        "outputs": [_io_json(comp, s, with_ranges=False) for s in comp.outputs],
+        "dims": {n: {"min": d.min, "opt": d.opt, "max": d.max} for n, d in comp.dims.items()},
+        "parity": parity.to_json() if parity else None,
+        "source": source or {},
+        "export_seconds": round(seconds, 3),
+        "versions": {"speechtrt": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+    sidecar_path = out / f"{comp.name}.json"
+    sidecar_path.write_text(json.dumps(sidecar, indent=2) + "\n")
+    if parity and not parity.ok:
+        raise ExportError(
+            f"{comp.name}: ONNX Runtime differs from PyTorch by relative L2 {parity.worst:.2e} "
+            f"(tolerance {parity.tolerance:.0e}); see {sidecar_path} for the cases"
+        )
+    return ExportResult(comp, path, sidecar_path, sidecar, parity, seconds)
+
+
+def _io_json(comp: Component, spec, with_ranges: bool) -> dict:
+    entry = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
+    if with_ranges:
+        entry.update({w: comp.shape_at(spec, w) for w in ("min", "opt", "max")})
+    return entry
+
+
+def load_sidecar(onnx_path: str | Path) -> dict:
+    """The sidecar JSON written next to an exported graph, checked to belong to it."""
+    onnx_path = Path(onnx_path)
+    side = onnx_path.with_suffix(".json")
+    if not onnx_path.is_file():
+        raise InputError(f"ONNX graph {onnx_path} does not exist: run `speechtrt export` first")
+    if not side.is_file():
+        raise InputError(f"{onnx_path} has no sidecar {side.name}: re-export it with `speechtrt export`")
+    data = json.loads(side.read_text())
+    if data.get("format") != SIDECAR_FORMAT:
+        raise InputError(f"{side} is not a {SIDECAR_FORMAT} sidecar: re-export with `speechtrt export`")
+    return data

@@ -1,0 +1,61 @@
+"""The command line: the product's commands are listed, and user mistakes end in one clear line with exit 1."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+PRODUCT_COMMANDS = ("export", "calibrate", "build", "bench", "eval", "stream")
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "speechtrt.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+
+
+def test_help_lists_the_product_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in PRODUCT_COMMANDS:
+        assert f" {name} " in result.stdout, name
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("speechtrt ")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["export", "--model", "whisper"], "unknown model 'whisper'"),
+        (["export", "--model", "tts", "--out", "/proc/no/such/dir"], "cannot write to output folder"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_1(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_command_writes_graph_sidecar_and_prints_parity(tmp_path):
+    result = run_cli("export", "--model", "asr-stream", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "asr_stream_step" in result.stdout and "parity" in result.stdout
+    side = json.loads((tmp_path / "asr_stream_step.json").read_text())
+    assert side["parity"]["ok"] and side["parity"]["max_rel_l2"] <= 1e-4
+    assert (tmp_path / "asr_stream_step.onnx").stat().st_size > 1_000_000
+
+
+def test_export_from_checkpoint_records_its_source(tmp_path):
+    from speechtrt.models import build_asr, save_checkpoint
+
+    ckpt = save_checkpoint(build_asr("small", seed=9), tmp_path / "small.pt", meta={"note": "test"})
+    result = run_cli("export", "--model", "asr-small", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    source = json.loads((tmp_path / "o" / "asr_small.json").read_text())["source"]
+    assert source["checkpoint"] == str(ckpt) and source["note"] == "test"
+    bad = run_cli("export", "--model", "tts", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"))
+    assert bad.returncode == 1 and "does not export them" in bad.stderr
