@@ -8,8 +8,9 @@ TORCH := torch==2.13.0
 .PHONY: setup demo test test-fast clean
 
 $(BIN)/.installed: pyproject.toml
-	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng sox >/dev/null; } \
-	  || echo "warning: could not install espeak-ng (needs root); audio tests will fail"
+	@{ command -v espeak-ng >/dev/null && [ -d /usr/share/games/fortunes ]; } || \
+	  { apt-get update -qq && apt-get install -y -qq espeak-ng sox fortunes-min >/dev/null; } || \
+	  echo "warning: could not install espeak-ng/fortunes-min (needs root); audio and text tests will fail"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)

@@ -1,0 +1,24 @@
+"""Engine building (layer 4): strongly typed TensorRT plans per GPU architecture, their manifest and loading checks.
+
+    builder = EngineBuilder(BuildSettings(parse_gpu("sm86")))       # TensorRT if installed, else TensorRT-RTX
+    result = builder.build("asr_small", "int8", "out/onnx")         # engines/sm86/asr-small/asr_small.int8.plan
+    check_engine(result.plan)                                       # before loading: file, TensorRT, GPU
+"""
+
+from speechtrt.build.arch import (
+    ARCHES, GPU_NAMES, HARDWARE_COMPAT_LEVELS, BuildTarget, DeviceInfo, GpuArch, current_device, parse_gpu,
+    resolve_target,
+)
+from speechtrt.build.backend import Backend, find_backend, installed_backends
+from speechtrt.build.engine import (
+    PRECISIONS, BuildSettings, EngineBuilder, EngineBuildResult, PrecisionSummary, onnx_path_for,
+    parse_shape_override,
+)
+from speechtrt.build.manifest import MANIFEST_NAME, check_engine, plan_path, read_manifest
+
+__all__ = [
+    "ARCHES", "Backend", "BuildSettings", "BuildTarget", "DeviceInfo", "EngineBuildResult", "EngineBuilder",
+    "GPU_NAMES", "GpuArch", "HARDWARE_COMPAT_LEVELS", "MANIFEST_NAME", "PRECISIONS", "PrecisionSummary",
+    "check_engine", "current_device", "find_backend", "installed_backends", "onnx_path_for", "parse_gpu",
+    "parse_shape_override", "plan_path", "read_manifest", "resolve_target",
+]

@@ -1,0 +1,46 @@
+"""``speechtrt profile``: top bottlenecks per TTS stage (encoder / decoder step / vocoder) into reports/profile.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from speechtrt.errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("profile")
+    def profile(
+        device: str = typer.Option("cpu", "--device", "-d", help="cpu | cuda"),
+        backend: str = typer.Option("", "--backend", "-b",
+                                    help="Comma list of ort, torch (default: ort,torch on CPU; torch on CUDA)."),
+        steps: int = typer.Option(64, help="Decoder steps to profile (past grows 0 → 250 frames)."),
+        batch: int = typer.Option(1, help="Batch size of every stage."),
+        top: int = typer.Option(8, help="Operators listed per stage."),
+        onnx_dir: Path = typer.Option(Path("out/onnx"), help="ONNX graphs for the ort profile (exported if missing)."),
+        out: Path = typer.Option(Path("reports"), "--out", "-o", help="Folder for profile.md / profile.json."),
+        threads: int = typer.Option(0, help="CPU threads (0: library defaults)."),
+        quick: bool = typer.Option(False, "--quick", help="Smoke-test size: 4 steps, short seed-growth points."),
+    ) -> None:
+        """Profile the TTS stages: ONNX Runtime node times (CPU), torch profiler (+NVTX on CUDA), seed growth."""
+        from speechtrt.bench.profile import ProfileConfig, run_profile
+
+        gpu = device.startswith("cuda")
+        names = tuple(x.strip() for x in (backend or ("torch" if gpu else "ort,torch")).split(",") if x.strip())
+        bad = [n for n in names if n not in ("ort", "torch")]
+        if bad:
+            raise InputError(f"--backend: unknown {bad}; choose ort and/or torch (TensorRT layer times come from "
+                             "TrtRunner's profiler where an engine runs)")
+        if steps < 1 or batch < 1:
+            raise InputError("--steps and --batch must be >= 1")
+        console = Console()
+        if quick:
+            steps, top = min(steps, 4), min(top, 5)
+        cfg = ProfileConfig(device=device, backends=names, decode_steps=steps, batch=batch, top=top,
+                            onnx_dir=str(onnx_dir), out_dir=str(out), threads=threads or None,
+                            growth_points=(1, 16) if quick else (1, 64, 128, 250))
+        with console.status("profiling TTS stages"):
+            run_profile(cfg, log=console.print)
+        console.print(f"wrote {out / 'profile.md'} and {out / 'profile.json'}")

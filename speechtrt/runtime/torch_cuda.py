@@ -1,0 +1,109 @@
+"""The torch CUDA decoder step: FP16/BF16 weights, the static KV pool, one CUDA graph per shape bucket.
+
+At batch 1 a decoder step is ~100 small kernels, so launch overhead dominates; replaying a captured graph removes
+it (DESIGN.md: 0.36 ms/step on an H100). A graph needs static shapes and addresses, so each graph is captured for a
+``(batch bucket, past bucket)`` pair over fixed views of the :class:`~speechtrt.runtime.kv_pool.KVCachePool`:
+``n`` active slots run in the smallest batch bucket ``b >= n`` (slots ``n..b-1`` are idle: text length 1, past 0,
+their outputs ignored), the past in the smallest bucket ``P >= max past_len`` (rows beyond a slot's length are
+masked), the text at the pool's ``max_text`` (masked likewise). The graph includes the K/V row scatter, the frame
+write and the length update (:func:`~speechtrt.runtime.kv_pool.write_rows`), so a step is one replay plus an O(n)
+host-side length update. Graphs are captured lazily on first use and share one memory pool.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from speechtrt.errors import InputError
+from speechtrt.runtime.kv_pool import KVCachePool, write_rows
+
+
+def _buckets(limit: int, start: int) -> list[int]:
+    """Powers of two from ``start`` below ``limit``, then ``limit`` itself."""
+    out, b = [], start
+    while b < limit:
+        out.append(b)
+        b *= 2
+    return out + [limit]
+
+
+def _bucket_for(buckets: list[int], x: int) -> int:
+    for b in buckets:
+        if b >= x:
+            return b
+    raise ValueError(f"{x} exceeds the largest bucket {buckets[-1]}")
+
+
+class GraphedDecoderStep:
+    """A :class:`~speechtrt.runtime.runner.DecoderStep` that replays CUDA graphs of the reference decoder step."""
+
+    def __init__(self, model: torch.nn.Module, pool: KVCachePool, dtype: torch.dtype = torch.float16,
+                 batch_buckets: list[int] | None = None, past_buckets: list[int] | None = None,
+                 warmup_iters: int = 2, use_graphs: bool = True):
+        if use_graphs and pool.device.type != "cuda":
+            raise InputError("CUDA graphs need the KV pool on a CUDA device")
+        self.use_graphs = use_graphs  # False: run the same bucketed body eagerly (any device; for checking)
+        if pool.dtype != dtype:
+            raise InputError(f"pool dtype {pool.dtype} differs from the step's {dtype}")
+        self.model = copy.deepcopy(model).to(device=pool.device, dtype=dtype).eval()
+        self.pool = pool
+        self.batch_buckets = batch_buckets or _buckets(pool.max_slots, 1)
+        self.past_buckets = past_buckets or _buckets(pool.shape.max_frames, min(64, pool.shape.max_frames))
+        self.warmup_iters = warmup_iters
+        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self._mempool = torch.cuda.graph_pool_handle() if use_graphs else None
+
+    def _body(self, b: int, p: int) -> None:
+        pool, s = self.pool, self.pool.shape.max_text
+        frame, stop, new_k, new_v = self.model.decode_step(
+            pool.prev_frame[:b], pool.past_len[:b], pool.self_k[:, :b, :, :p], pool.self_v[:, :b, :, :p],
+            pool.cross_k[:, :b, :, :s], pool.cross_v[:, :b, :, :s], pool.text_len[:b],
+        )
+        write_rows(pool, b, frame, stop, new_k, new_v)
+
+    @torch.inference_mode()
+    def capture(self, b: int, p: int) -> torch.cuda.CUDAGraph:
+        """Warm up and capture the step for batch bucket ``b`` and past bucket ``p``; pool state is preserved.
+
+        Warm-up runs really execute: they write K/V rows and frames at each slot's next position (which the real
+        step overwrites) and change ``prev_frame``, ``stop_prob`` and ``past_len``, which are restored here.
+        """
+        pool = self.pool
+        saved = [t[:b].clone() for t in (pool.prev_frame, pool.stop_prob, pool.past_len)]
+        side = torch.cuda.Stream(pool.device)
+        side.wait_stream(torch.cuda.current_stream(pool.device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup_iters):
+                self._body(b, p)
+                for t, v in zip((pool.prev_frame, pool.stop_prob, pool.past_len), saved):
+                    t[:b].copy_(v)
+        torch.cuda.current_stream(pool.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._mempool):
+            self._body(b, p)
+        self.graphs[(b, p)] = graph
+        return graph
+
+    def step(self, pool: KVCachePool, n: int, stream=None) -> None:
+        if pool is not self.pool:
+            raise InputError("a graphed decoder step is bound to the pool it was captured on")
+        p, _ = pool.step_extent(n)
+        b, pb = _bucket_for(self.batch_buckets, n), _bucket_for(self.past_buckets, p)
+        if not self.use_graphs:
+            with torch.inference_mode():
+                self._body(b, pb)
+            if b > n:
+                pool.past_len[n:b].zero_()
+            pool.advance(n)
+            return
+        graph = self.graphs.get((b, pb)) or self.capture(b, pb)
+        if stream is not None:
+            with torch.cuda.stream(stream):
+                graph.replay()
+        else:
+            graph.replay()
+        if b > n:
+            pool.past_len[n:b].zero_()  # idle slots in the padded batch stay empty
+        pool.advance(n)

@@ -1,0 +1,304 @@
+"""Simulated real-time clients: many streams playing real utterances into a :class:`StreamingEngine`.
+
+Each client plays one utterance at real-time pace: a chunk of about ``chunk_ms`` (irregular: ±``chunk_spread``) is
+pushed once its audio has been "spoken", plus network jitter. When the utterance ends the client finalizes, pauses
+briefly and joins again with the next utterance as a new stream, so streams join and leave throughout the run. At
+the end of ``seconds`` clients stop joining and finalize their current stream at its next chunk (the audio pushed
+so far is the stream's audio). A push refused for backpressure is retried with the same samples, and an open
+refused for capacity is retried: audio is never skipped.
+
+All clients run on one thread driven by a time-ordered event queue, so a thousand clients cost no thousand threads.
+Every final transcript is then checked against the offline transcript of the same backend on exactly the audio the
+stream pushed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from speechtrt.errors import CapacityError, InputError
+from speechtrt.models.audio import FEATURES, espeak_speech, log_mel, read_wav, resample, write_wav
+from speechtrt.models.text import asr_decode, ctc_greedy
+from speechtrt.stream.engine import BackpressureError, FinalTranscript, StreamingEngine
+
+# The seed's sample texts (short and medium) spoken in several espeak-ng accents.
+DEFAULT_TEXTS = (
+    "Hello world!",
+    "Good morning, how are you today?",
+    "The quick brown fox jumps over the lazy dog.",
+    "Artificial intelligence is transforming the way we interact with technology.",
+    "In a hole in the ground there lived a hobbit.",
+    "To be or not to be, that is the question.",
+    "Four score and seven years ago our fathers brought forth on this continent a new nation.",
+    "Call me Ishmael. Some years ago I thought I would sail about a little and see the watery part of the world.",
+)
+DEFAULT_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-us-nyc", "en-gb-x-rp", "en-gb-x-gbclan", "en-us+f3",
+                  "en-gb-scotland+m3")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    utt_id: str
+    samples: np.ndarray  # float32 [N] at 16 kHz
+    text: str
+    dialect: str
+    speaker: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[0] / FEATURES.sample_rate
+
+
+def synth_utterances(cache_dir: str | Path, count: int = 8) -> list[Utterance]:
+    """``count`` espeak-ng utterances (seed texts × accents), cached as WAV + manifest under ``cache_dir``."""
+    cache = Path(cache_dir)
+    manifest = cache / "manifest.jsonl"
+    if manifest.is_file():
+        utts = read_manifest(manifest)
+        if len(utts) >= count:
+            return utts[:count]
+    cache.mkdir(parents=True, exist_ok=True)
+    rows, utts = [], []
+    for i in range(count):
+        text, voice = DEFAULT_TEXTS[i % len(DEFAULT_TEXTS)], DEFAULT_VOICES[i % len(DEFAULT_VOICES)]
+        rate = 150 + 15 * (i % 4)
+        audio = espeak_speech(text, voice=voice, rate=rate)
+        path = write_wav(cache / f"utt{i:03d}.wav", audio, FEATURES.sample_rate)
+        row = {"audio_filepath": str(path.resolve()), "text": text, "duration": round(len(audio) / 16000, 3),
+               "dialect": voice.split("+")[0], "speaker": f"{voice}-r{rate}"}
+        rows.append(row)
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    utts = read_manifest(manifest)
+    return utts
+
+
+def read_manifest(path: str | Path, limit: int | None = None) -> list[Utterance]:
+    """Utterances from a JSONL manifest (``audio_filepath``, ``text``, ``duration``, ``dialect``, ``speaker``).
+
+    Relative audio paths resolve against the manifest's folder; audio is mixed to mono and resampled to 16 kHz.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest {path} does not exist: pass a JSONL file with one utterance per line")
+    utts = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            audio_path = Path(row["audio_filepath"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise InputError(f"{path}:{n}: not a manifest row with audio_filepath ({exc})") from exc
+        if not audio_path.is_absolute():
+            audio_path = path.parent / audio_path
+        samples, rate = read_wav(audio_path)
+        if samples.ndim == 2:
+            samples = samples.mean(axis=1)
+        samples = resample(samples, rate, FEATURES.sample_rate)
+        utts.append(Utterance(audio_path.stem, samples.astype(np.float32), str(row.get("text", "")),
+                              str(row.get("dialect", "unknown")), str(row.get("speaker", "unknown"))))
+        if limit and len(utts) >= limit:
+            break
+    if not utts:
+        raise InputError(f"manifest {path} has no utterances")
+    return utts
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Client behaviour. ``streams`` clients are active at once (each joins, streams, leaves, joins again)."""
+
+    streams: int = 64
+    seconds: float = 20.0
+    chunk_ms: float = 160.0  # mean client chunk
+    chunk_spread: float = 0.5  # chunk sizes uniform in chunk_ms × [1 - spread, 1 + spread]
+    jitter_ms: float = 20.0  # each push is late by uniform [0, jitter_ms]
+    join_spread_s: float = 1.0  # first joins spread over this window
+    gap_s: float = 0.3  # pause between a client's streams: uniform [0, gap_s]
+    retry_ms: float = 5.0  # wait before retrying a push refused for backpressure
+    seed: int = 0
+
+
+@dataclass
+class StreamRecord:
+    stream_id: str
+    utt_id: str
+    samples_pushed: int
+    chunks_pushed: int
+    future: Future
+    final: FinalTranscript | None = None
+    error: str | None = None
+
+
+@dataclass
+class LoadResult:
+    records: list[StreamRecord]
+    active_over_time: list[tuple[float, int]]  # (seconds since start, open streams)
+    wall_s: float
+    cpu_s: float  # process CPU time over the run (all threads)
+    unaccepted_chunks: int  # client chunks still not accepted at the end (would be drops)
+    backpressure_retries: int
+    refused_opens: int
+    partial_observations: int
+    partial_revisions: int  # partial that did not extend the previous partial of the same stream
+    offline_checked: int = 0
+    final_matches_offline: float = float("nan")  # token ids equal
+    final_text_matches_offline: float = float("nan")
+    dropped_chunks: int = 0
+    mismatches: list[dict] = field(default_factory=list)
+
+
+class _Client:
+    __slots__ = ("idx", "utt", "stream_id", "pos", "t0", "pending", "chunks", "partial")
+
+    def __init__(self, idx: int):
+        self.idx = idx
+        self.utt: Utterance | None = None
+        self.stream_id: str | None = None
+        self.pos = 0
+        self.t0 = 0.0
+        self.pending = 0  # size of the chunk being pushed (samples)
+        self.chunks = 0
+        self.partial = ""
+
+
+def run_load(engine: StreamingEngine, utterances: list[Utterance], cfg: LoadConfig, progress=None) -> LoadResult:
+    """Drive ``cfg.streams`` concurrent clients for ``cfg.seconds`` against a started engine; wait for every final
+    transcript. ``progress(elapsed_s)`` is called about every 0.25 s."""
+    if not utterances:
+        raise InputError("the load generator needs at least one utterance")
+    rng = np.random.default_rng(cfg.seed)
+    sr = FEATURES.sample_rate
+    mean_chunk = cfg.chunk_ms / 1000 * sr
+    clients = [_Client(i) for i in range(cfg.streams)]
+    records: list[StreamRecord] = []
+    events: list[tuple[float, int, int]] = []  # (due, seq, client)
+    seq = 0
+    start = time.monotonic()
+    cpu0 = time.process_time()
+    end = start + cfg.seconds
+    next_utt = int(rng.integers(len(utterances)))
+    for c in clients:
+        heapq.heappush(events, (start + rng.uniform(0, cfg.join_spread_s), seq, c.idx))
+        seq += 1
+    active, retries, refused, observations, revisions = [], 0, 0, 0, 0
+    next_sample = start
+
+    def chunk_size() -> int:
+        return max(1, int(mean_chunk * rng.uniform(1 - cfg.chunk_spread, 1 + cfg.chunk_spread)))
+
+    def leave(c: _Client, now: float) -> None:
+        records.append(StreamRecord(c.stream_id, c.utt.utt_id, c.pos, c.chunks, engine.finalize_async(c.stream_id)))
+        nonlocal seq
+        c.stream_id, c.utt = None, None
+        if now < end:
+            heapq.heappush(events, (now + rng.uniform(0, cfg.gap_s), seq, c.idx))
+            seq += 1
+
+    while events:
+        due, _, idx = heapq.heappop(events)
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+            now = time.monotonic()
+        if now >= next_sample:
+            active.append((now - start, engine.open_streams))
+            if progress:
+                progress(min(now - start, cfg.seconds))
+            next_sample = now + 0.25
+        c = clients[idx]
+        reschedule = None
+        if c.stream_id is None:  # joining
+            if now >= end:
+                continue
+            try:
+                c.stream_id = engine.open()
+            except CapacityError:
+                refused += 1
+                reschedule = now + 0.05
+            else:
+                c.utt = utterances[next_utt % len(utterances)]
+                next_utt += 1
+                c.pos, c.chunks, c.partial, c.t0 = 0, 0, "", now
+                c.pending = chunk_size()
+                reschedule = c.t0 + c.pending / sr + rng.uniform(0, cfg.jitter_ms / 1000)
+        else:  # streaming
+            if now >= end or c.pos >= c.utt.samples.shape[0]:
+                leave(c, now)
+                continue
+            piece = c.utt.samples[c.pos: c.pos + c.pending]
+            try:
+                engine.push(c.stream_id, piece, block=False)
+            except BackpressureError:
+                retries += 1
+                reschedule = now + cfg.retry_ms / 1000
+            else:
+                c.pos += piece.shape[0]
+                c.chunks += 1
+                text = engine.partial(c.stream_id)
+                observations += 1
+                revisions += not text.startswith(c.partial)
+                c.partial = text
+                if c.pos >= c.utt.samples.shape[0]:
+                    leave(c, now)
+                    continue
+                c.pending = chunk_size()
+                reschedule = c.t0 + (c.pos + c.pending) / sr + rng.uniform(0, cfg.jitter_ms / 1000)
+        if reschedule is not None:
+            heapq.heappush(events, (reschedule, seq, idx))
+            seq += 1
+    unaccepted = sum(1 for c in clients if c.stream_id is not None)  # cannot happen: every client left
+    for r in records:
+        try:
+            r.final = r.future.result(timeout=120)
+        except Exception as exc:  # a failed or cancelled stream: its chunks count as dropped below
+            r.error = f"{exc.__class__.__name__}: {exc}"
+    active.append((time.monotonic() - start, engine.open_streams))
+    return LoadResult(records, active, time.monotonic() - start, time.process_time() - cpu0, unaccepted, retries,
+                      refused, observations, revisions)
+
+
+def check_against_offline(result: LoadResult, utterances: list[Utterance], backend, chunk_frames: int) -> None:
+    """Fill ``dropped_chunks`` and ``final_matches_offline`` of ``result``.
+
+    A stream drops audio if it decoded fewer frames than its pushed samples make; its final transcript matches if
+    its CTC token ids equal the offline decode (one pass over the whole audio) of the same backend.
+    """
+    by_id = {u.utt_id: u for u in utterances}
+    cache: dict[tuple[str, int], tuple[tuple[int, ...], str]] = {}
+    dropped, matches, text_matches, checked = result.unaccepted_chunks, 0, 0, 0
+    for r in result.records:
+        expected_frames = FEATURES.frames_for(r.samples_pushed)
+        if r.final is None:
+            dropped += max(r.chunks_pushed, 1)
+            continue
+        if r.final.frames != expected_frames:
+            dropped += math.ceil(abs(expected_frames - r.final.frames) / chunk_frames)
+        key = (r.utt_id, r.samples_pushed)
+        if key not in cache:
+            feats = log_mel(by_id[r.utt_id].samples[: r.samples_pushed])
+            if feats.shape[0] == 0:
+                cache[key] = ((), "")
+            else:
+                ids = backend.offline(feats[None]).argmax(dim=-1)[0].cpu().tolist()
+                tokens = tuple(ctc_greedy(ids))
+                cache[key] = (tokens, asr_decode(tokens))
+        tokens, text = cache[key]
+        checked += 1
+        matches += r.final.token_ids == tokens
+        text_matches += r.final.text == text
+        if r.final.token_ids != tokens and len(result.mismatches) < 20:
+            result.mismatches.append({"stream": r.stream_id, "utt": r.utt_id, "samples": r.samples_pushed,
+                                      "streamed": r.final.text, "offline": text})
+    result.dropped_chunks = dropped
+    result.offline_checked = checked
+    result.final_matches_offline = matches / checked if checked else float("nan")
+    result.final_text_matches_offline = text_matches / checked if checked else float("nan")

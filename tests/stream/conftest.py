@@ -1,0 +1,46 @@
+"""Shared fixtures: the seeded streaming model, its torch backend and a few real espeak-ng utterances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from speechtrt.models import build_model
+from speechtrt.models.audio import espeak_available, espeak_speech, log_mel
+from speechtrt.models.text import asr_decode, ctc_greedy
+from speechtrt.stream.backends import TorchStepBackend
+
+torch.set_num_threads(1)
+
+SPOKEN = (
+    ("hello world", "en-us"),
+    ("the quick brown fox jumps over the lazy dog", "en-gb-scotland"),
+    ("good morning, how are you today?", "en-gb"),
+    ("to be or not to be", "en-us-nyc"),
+)
+
+
+@pytest.fixture(scope="session")
+def model():
+    return build_model("asr-stream")
+
+
+@pytest.fixture(scope="session")
+def backend(model):
+    return TorchStepBackend(model)
+
+
+@pytest.fixture(scope="session")
+def speech() -> list[np.ndarray]:
+    if not espeak_available():
+        pytest.skip("espeak-ng is not installed")
+    return [espeak_speech(text, voice) for text, voice in SPOKEN]
+
+
+def offline(backend, samples: np.ndarray):
+    """(log-probs [T', V], token ids, text) of one whole utterance in one pass from the start state."""
+    feats = log_mel(samples)
+    log_probs = backend.offline(feats[None])[0]
+    tokens = tuple(ctc_greedy(log_probs.argmax(-1).tolist()))
+    return log_probs, tokens, asr_decode(tokens)
