@@ -8,8 +8,8 @@ TORCH := torch==2.13.0
 .PHONY: setup demo test test-fast clean
 
 $(BIN)/.installed: pyproject.toml
-	@{ command -v espeak-ng >/dev/null && [ -d /usr/share/games/fortunes ]; } || \
-	  { apt-get update -qq && apt-get install -y -qq espeak-ng sox fortunes-min >/dev/null; } || \
+	@{ command -v espeak-ng >/dev/null && dpkg -s fortunes >/dev/null 2>&1; } || \
+	  { apt-get update -qq && apt-get install -y -qq espeak-ng sox fortunes fortunes-min >/dev/null; } || \
 	  echo "warning: could not install espeak-ng/fortunes-min (needs root); audio and text tests will fail"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

@@ -152,7 +152,7 @@ def espeak_speech(text: str, voice: str = "en-us", rate: int = 175, pitch: int =
     if not text.strip():
         raise InputError("cannot speak empty text")
     proc = subprocess.run(
-        [exe, "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout", text],
+        [exe, "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout", "--", text],
         capture_output=True, timeout=60,
     )
     if proc.returncode != 0 or not proc.stdout:

@@ -1,0 +1,94 @@
+"""CTC decoding: greedy best path, and a lexicon pass that maps each decoded word onto a known word.
+
+Lexicon decoding (documented rule): after the greedy best path, every hypothesis word that is not in the lexicon
+is replaced by the lexicon word with the smallest character edit distance, provided that distance is at most
+``max(1, len(word) // 3)``; ties go to the more frequent word. Words already in the lexicon and words with no close
+entry are kept. The lexicon is built from **text only** (the text source's training split, never the test
+sentences), so test words missing from it stay as spelled (their rate is reported as the lexicon's OOV rate).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from speechtrt.asr.normalize import normalize_text
+from speechtrt.models.text import BLANK, asr_decode
+
+
+def greedy_batch(log_probs: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """Best-path transcripts of a batch: log_probs [B, T, V], lengths [B] -> B strings (repeats collapsed, blanks
+    dropped), vectorised over the batch."""
+    ids = np.asarray(log_probs).argmax(axis=-1)  # [B, T]
+    out = []
+    for row, n in zip(ids, np.asarray(lengths)):
+        row = row[: int(n)]
+        keep = np.ones(len(row), dtype=bool)
+        keep[1:] = row[1:] != row[:-1]
+        keep &= row != BLANK
+        out.append(asr_decode(row[keep]))
+    return out
+
+
+@dataclass
+class Lexicon:
+    """Known words with their counts; :meth:`correct` applies the module's rule to a transcript."""
+
+    counts: Counter = field(default_factory=Counter)
+    source: str = ""
+
+    def __post_init__(self):
+        self._by_length: dict[int, list[str]] = {}
+        for w, _ in self.counts.most_common():
+            self._by_length.setdefault(len(w), []).append(w)
+        self._cache: dict[str, str] = {}
+
+    @classmethod
+    def from_texts(cls, texts, source: str = "") -> "Lexicon":
+        return cls(Counter(w for t in texts for w in normalize_text(t).split()), source)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.counts
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def nearest(self, word: str) -> str:
+        if word in self.counts:
+            return word
+        if word in self._cache:
+            return self._cache[word]
+        from rapidfuzz import process
+        from rapidfuzz.distance import Levenshtein
+
+        limit = max(1, len(word) // 3)
+        best, best_key = word, None
+        for n in range(len(word) - limit, len(word) + limit + 1):
+            candidates = self._by_length.get(n)
+            if not candidates:
+                continue
+            for cand, dist, _ in process.extract(word, candidates, scorer=Levenshtein.distance,
+                                                 score_cutoff=limit, limit=5):
+                key = (dist, -self.counts[cand])
+                if best_key is None or key < best_key:
+                    best, best_key = cand, key
+        self._cache[word] = best
+        return best
+
+    def correct(self, text: str) -> str:
+        return " ".join(self.nearest(w) for w in normalize_text(text).split())
+
+    def oov_rate(self, texts) -> float:
+        words = [w for t in texts for w in normalize_text(t).split()]
+        return sum(w not in self.counts for w in words) / len(words) if words else 0.0
+
+
+def training_lexicon(text_source=None, test_fraction: float = 0.2) -> Lexicon:
+    """Lexicon of the text source's training-split sentences (the sentences no test utterance uses)."""
+    from speechtrt.asr.data import FORTUNES_DIR, load_sentences, sentence_split
+
+    sentences = [s for s in load_sentences(text_source, min_words=1, max_words=60)
+                 if sentence_split(s, test_fraction) == "train"]
+    return Lexicon.from_texts(sentences, source=f"{text_source or FORTUNES_DIR} (train split)")

@@ -1,0 +1,900 @@
+"""Batched ASR evaluation: checkpoints × backends × precisions on a manifest, scored per dialect with honest
+statistics, timed after warm-up, written as JSON + Markdown + PNG.
+
+Flow: read the manifest and load every usable utterance once (bad inputs are counted, listed and skipped or
+repaired, never fatal) → 80-bin log-mel with the shared front end → for each variant, length-bucketed padded
+batches through the backend → greedy CTC (plus the lexicon pass of :mod:`speechtrt.asr.decode`) → one alignment per
+utterance (:mod:`speechtrt.asr.metrics`) → corpus WER/CER with speaker-bootstrap intervals, paired model tests,
+dialect tests with Holm correction (:mod:`speechtrt.asr.stats`).
+
+Timing: compute = backend forward + greedy decode, summed over batches after one untimed warm-up batch; RTF =
+compute / audio, RTFx = audio / compute. An utterance's latency is the time of the batch that carried it (what a
+caller waiting for that transcript sees in offline batch mode). Memory: peak resident set size sampled during the
+variant's run (CPU), or peak CUDA allocation on a GPU.
+
+The seed's per-utterance loop (batch 1, per-token ``.item()`` CTC decode) runs on the same utterances in the same
+process with the same thread count, so the batched speed-up is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from speechtrt.asr import stats
+from speechtrt.asr.data import Utterance, read_manifest
+from speechtrt.asr.decode import Lexicon, greedy_batch, training_lexicon
+from speechtrt.asr.metrics import (UtteranceErrors, breakdown, corpus_score, espeak_ipa, frequency_bin, length_bin,
+                                   phoneme_class, score_pair, word_class)
+from speechtrt.asr.normalize import normalize_text
+from speechtrt.errors import InputError
+from speechtrt.models.audio import FEATURES, log_mel, read_wav, resample
+
+BACKENDS = ("torch", "ort", "trt")
+PRECISIONS = ("fp32", "fp16", "int8")
+SILENCE_PEAK = 1e-3  # peak |sample| below this (−60 dBFS) counts as silence
+WER_TOLERANCE = 0.01  # selection rule: variants within 1 WER point of the best count as equally accurate
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation run. ``decoder`` picks the primary transcript (``lexicon`` or ``greedy``); both are scored."""
+
+    manifest: str
+    checkpoints: tuple[str, ...]
+    backends: tuple[str, ...] = ("torch", "ort")
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    decoder: str = "lexicon"
+    batch_frames: int | None = None  # None: 2000 on a CPU, 64000 on a GPU (see auto_batch_frames)
+    n_boot: int = 1000
+    seed: int = 0
+    out_dir: str = "reports"
+    seed_loop: bool = True
+    threads: int = 1
+    text_source: str | None = None
+    plots: bool = True
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass
+class Prepared:
+    """An utterance ready for every model: normalised reference, features and the repairs applied."""
+
+    index: int
+    row: Utterance
+    reference: str
+    features: torch.Tensor  # [T, 80]
+    seconds: float
+    repairs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """One manifest line or utterance that was refused (``action='skipped'``) or repaired (``'repaired'``)."""
+
+    index: int
+    audio_filepath: str
+    problem: str
+    action: str
+    detail: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def prepare_inputs(manifest: str | Path) -> tuple[list[Prepared], list[InputProblem]]:
+    """Load every utterance of ``manifest``; return the usable ones and every problem met.
+
+    Refused (skipped, listed): bad manifest line, missing file, unreadable file, empty reference, silence, audio
+    shorter than one 25 ms window. Repaired (kept, listed): stereo (averaged to mono), a sample rate other than
+    16 kHz (polyphase-resampled to 16 kHz).
+    """
+    rows, line_problems = read_manifest(manifest)
+    root = Path(manifest).parent
+    problems = [InputProblem(p.line, "", "bad_manifest_line", "skipped", p.reason) for p in line_problems]
+    prepared = []
+    for i, row in enumerate(rows):
+        path = row.path(root)
+
+        def refuse(kind: str, detail: str) -> None:
+            problems.append(InputProblem(i, row.audio_filepath, kind, "skipped", detail))
+
+        if not path.is_file():
+            refuse("missing_audio", f"{path} does not exist")
+            continue
+        try:
+            samples, rate = read_wav(path)
+        except InputError as exc:
+            refuse("unreadable_audio", str(exc))
+            continue
+        repairs = []
+        if samples.ndim == 2:
+            problems.append(InputProblem(i, row.audio_filepath, "stereo", "repaired",
+                                         f"{samples.shape[1]} channels averaged to mono"))
+            repairs.append("downmixed")
+            samples = samples.mean(axis=1)
+        if rate != FEATURES.sample_rate:
+            problems.append(InputProblem(i, row.audio_filepath, "wrong_sample_rate", "repaired",
+                                         f"{rate} Hz resampled to {FEATURES.sample_rate} Hz"))
+            repairs.append("resampled")
+            samples = resample(samples, rate, FEATURES.sample_rate)
+        reference = normalize_text(row.text)
+        if not reference:
+            refuse("empty_reference", f"reference {row.text!r} is empty after normalisation")
+            continue
+        if samples.size < FEATURES.n_fft:
+            refuse("too_short", f"{samples.size} samples, fewer than one {FEATURES.n_fft}-sample window")
+            continue
+        if float(np.max(np.abs(samples))) < SILENCE_PEAK:
+            refuse("silence", f"peak {float(np.max(np.abs(samples))):.1e} below {SILENCE_PEAK:g} (−60 dBFS)")
+            continue
+        prepared.append(Prepared(i, row, reference, log_mel(samples), samples.size / FEATURES.sample_rate, repairs))
+    return prepared, problems
+
+
+def length_buckets(lengths: list[int], batch_frames: int) -> list[list[int]]:
+    """Indices sorted by length, cut into batches with ``longest × count ≤ batch_frames`` (at least one each)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, cur = [], []
+    for i in order:
+        if cur and lengths[i] * (len(cur) + 1) > batch_frames:
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def auto_batch_frames() -> int:
+    """Padded frames per batch. On a CPU the convolution front end is fastest on cache-sized batches (measured on
+    the small model, 1 thread: 2000 frames 3.3 s, 16000 frames 6.2 s for the same 72 utterances); a GPU wants
+    large batches."""
+    return 64000 if torch.cuda.is_available() else 2000
+
+
+def pad_batch(feats: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([f.shape[0] for f in feats], dtype=np.int64)
+    x = np.zeros((len(feats), int(lengths.max()), feats[0].shape[1]), dtype=np.float32)
+    for i, f in enumerate(feats):
+        x[i, : f.shape[0]] = f.numpy()
+    return x, lengths
+
+
+# ---------------------------------------------------------------- backends
+
+
+class BackendUnavailable(Exception):
+    """A backend/precision pair that cannot run here; the message says why (it goes into the report)."""
+
+
+Runner = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def make_runner(model: torch.nn.Module, backend: str, precision: str, workdir: Path, threads: int = 1) -> Runner:
+    """A function ``(features [B,T,80] float32, lengths [B] int64) -> (log_probs [B,T',V], out_lengths [B])``.
+
+    torch: FP32; INT8 = dynamic quantization of LSTM and Linear weights (``torch.ao``); FP16 on CUDA only.
+    ort: the model's exported graph (``export_component``); INT8 = ONNX Runtime dynamic quantization of that graph;
+    FP16 = the graph converted to FP16 with FP32 inputs/outputs. The streaming model runs its step graph once over
+    the whole utterance from zero state, which equals its offline pass. trt: needs TensorRT and a supported GPU.
+    Raises :class:`BackendUnavailable` with the reason when the pair cannot run here.
+    """
+    streaming = model.config.size == "stream"
+    if backend == "torch":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if precision == "fp32":
+            import copy
+
+            net = (model if device == "cpu" else copy.deepcopy(model).to(device)).float().eval()
+        elif precision == "int8":
+            if device != "cpu":
+                raise BackendUnavailable("torch dynamic INT8 quantization runs on the CPU only")
+            import copy
+
+            import warnings
+
+            with warnings.catch_warnings():  # torch's deprecation notice for quantized tensor creation
+                warnings.simplefilter("ignore")
+                net = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(),
+                                                             {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+        elif precision == "fp16":
+            if device == "cpu":
+                raise BackendUnavailable("torch FP16 needs a CUDA GPU (CPU LSTM kernels have no fast FP16 path)")
+            import copy
+
+            net = copy.deepcopy(model).half().to(device).eval()
+        else:
+            raise BackendUnavailable(f"unknown precision {precision}")
+        dtype = torch.float16 if precision == "fp16" else torch.float32
+
+        def run_torch(x, lengths):
+            with torch.inference_mode():
+                lp, ol = net(torch.from_numpy(x).to(device, dtype), torch.from_numpy(lengths).to(device))
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                return lp.float().cpu().numpy(), ol.cpu().numpy()
+
+        return run_torch
+    if backend == "ort":
+        return _ort_runner(model, precision, workdir, threads, streaming)
+    if backend == "trt":
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            raise BackendUnavailable("TensorRT is not installed here (install the gpu extra on a GPU machine)")
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("TensorRT engines need a CUDA GPU; none is present")
+        raise BackendUnavailable("the TensorRT ASR runner is not wired into evaluation yet")
+    raise BackendUnavailable(f"unknown backend {backend}")
+
+
+def _ort_runner(model, precision: str, workdir: Path, threads: int, streaming: bool) -> Runner:
+    from speechtrt.export.components import component
+    from speechtrt.export.onnx import export_component
+    from speechtrt.export.parity import ort_session
+
+    comp = component("asr_stream_step" if streaming else f"asr_{model.config.size}")
+    fp32 = workdir / f"{comp.name}.onnx"
+    if not fp32.exists():
+        export_component(comp, model, workdir, check=False)
+    path = fp32
+    if precision == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        path = workdir / f"{comp.name}.int8-dynamic.onnx"
+        if not path.exists():
+            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+    elif precision == "fp16":
+        try:
+            import onnx
+            from onnxconverter_common import float16
+        except ImportError:
+            raise BackendUnavailable("ORT FP16 needs onnxconverter-common (pip install onnxconverter-common)")
+        path = workdir / f"{comp.name}.fp16.onnx"
+        if not path.exists():
+            onnx.save(float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(path))
+    try:
+        sess = ort_session(path, threads=threads)
+    except Exception as exc:  # e.g. no FP16 LSTM kernel on the CPU provider
+        raise BackendUnavailable(f"ONNX Runtime cannot load the {precision} graph: {str(exc).splitlines()[0][:200]}")
+
+    if streaming:
+        state = {k: v.numpy() for k, v in model.initial_state(1).items()}
+
+        def run_stream(x, lengths):
+            b = x.shape[0]
+            feeds = {"features": x, **{k: np.repeat(v, b, axis=1 if k in ("h", "c") else 0) for k, v in state.items()}}
+            lp = sess.run(["log_probs"], feeds)[0]
+            half = (lengths + 1) // 2
+            return lp, (half + 1) // 2
+
+        run = run_stream
+    else:
+        def run(x, lengths):
+            lp, ol = sess.run(["log_probs", "output_lengths"], {"features": x, "feature_lengths": lengths})
+            return lp, ol
+
+    try:
+        run(np.zeros((1, 64, FEATURES.n_mels), np.float32), np.array([64], np.int64))
+    except Exception as exc:
+        raise BackendUnavailable(f"ONNX Runtime cannot run the {precision} graph: {str(exc).splitlines()[0][:200]}")
+    return run
+
+
+# ---------------------------------------------------------------- running
+
+
+class PeakRSS:
+    """Samples this process's resident set size every 5 ms while active; ``peak_mb`` after exit."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+
+    @staticmethod
+    def rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _loop(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.rss())
+
+    def __enter__(self):
+        self.peak = self.rss()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+
+@dataclass
+class VariantRun:
+    hypotheses: list[str]  # greedy, per prepared utterance
+    latency_s: list[float]  # per prepared utterance: its batch's compute time
+    compute_s: float
+    batches: int
+    peak_memory_mb: float
+
+
+def run_batched(runner: Runner, prepared: list[Prepared], batch_frames: int) -> VariantRun:
+    """Length-bucketed batches through ``runner`` with one untimed warm-up batch; greedy transcripts per utterance."""
+    batches = length_buckets([p.features.shape[0] for p in prepared], batch_frames)
+    hyps = [""] * len(prepared)
+    latency = [0.0] * len(prepared)
+    x, n = pad_batch([prepared[i].features for i in batches[len(batches) // 2]])
+    runner(x, n)  # warm-up
+    total = 0.0
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    with PeakRSS() as mem:
+        for ids in batches:
+            x, n = pad_batch([prepared[i].features for i in ids])
+            t0 = time.perf_counter()
+            log_probs, out_lengths = runner(x, n)
+            texts = greedy_batch(log_probs, out_lengths)
+            dt = time.perf_counter() - t0
+            total += dt
+            for i, t in zip(ids, texts):
+                hyps[i], latency[i] = t, dt
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else mem.peak_mb
+    return VariantRun(hyps, latency, total, len(batches), peak)
+
+
+def seed_loop(model: torch.nn.Module, prepared: list[Prepared], manifest_root: Path) -> dict:
+    """The seed's evaluation loop on the same utterances: one at a time, features computed inside the loop,
+    batch-1 forward, per-token ``.item()`` CTC decoding, per-utterance scoring.
+
+    Returns transcripts, ``compute_seconds`` (forward + decode, after one warm-up utterance), ``end_to_end_seconds``
+    (read + features + forward + decode + score) and per-utterance batch-1 latencies in ms.
+    """
+    from speechtrt.models.text import asr_decode
+
+    def decode(log_probs, lengths):
+        out = []
+        for i in range(log_probs.size(0)):
+            seq = log_probs[i, : lengths[i].item()].argmax(dim=-1)
+            decoded, prev = [], -1
+            for token in seq:
+                token = token.item()
+                if token != prev and token != 0:
+                    decoded.append(token)
+                prev = token
+            out.append(asr_decode(decoded))
+        return out
+
+    model = model.float().eval()
+    with torch.no_grad():
+        f = prepared[0].features
+        model(f[None], torch.tensor([f.shape[0]]))
+    texts, compute, latency = [], 0.0, []
+    t_start = time.perf_counter()
+    for p in prepared:
+        samples, rate = read_wav(p.row.path(manifest_root))
+        if samples.ndim == 2:
+            samples = samples.mean(axis=1)
+        x = log_mel(resample(samples, rate, FEATURES.sample_rate))[None]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            lp, ol = model(x, torch.tensor([x.shape[1]]))
+            texts.append(decode(lp, ol)[0])
+        dt = time.perf_counter() - t0
+        compute += dt
+        latency.append(dt * 1000)
+        score_pair(p.reference, texts[-1])
+    return {"texts": texts, "compute_seconds": compute, "end_to_end_seconds": time.perf_counter() - t_start,
+            "latency_ms": latency}
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@dataclass
+class Scored:
+    name: str
+    model: str
+    checkpoint: str
+    backend: str
+    precision: str
+    hypotheses: list[str]  # primary decoder
+    errors: list[UtteranceErrors]  # primary decoder
+    greedy_errors: list[UtteranceErrors]
+    run: VariantRun
+    score_seconds: float = 0.0
+
+
+def _rate(errors: list[UtteranceErrors]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (np.array([e.word_errors for e in errors]), np.array([e.ref_words for e in errors]),
+            np.array([e.char_errors for e in errors]), np.array([e.ref_chars for e in errors]))
+
+
+def summarize(errors: list[UtteranceErrors], speakers: list[str], n_boot: int, seed: int) -> dict:
+    """Corpus WER/CER, S/D/I, and speaker-bootstrap 95 % intervals for both rates."""
+    we, ww, ce, cw = _rate(errors)
+    score = corpus_score(errors).to_json()
+    wci = stats.bootstrap_ratio_ci(we, ww, speakers, n_boot=n_boot, seed=seed)
+    cci = stats.bootstrap_ratio_ci(ce, cw, speakers, n_boot=n_boot, seed=seed)
+    return {**score, "ci95": wci.to_json(), "cer_ci95": cci.to_json(), "speakers": wci.clusters}
+
+
+def evaluate(cfg: EvalConfig, log=print) -> dict:
+    """Run the whole evaluation; write ``asr_eval.json``, ``asr_eval.md`` and plots under ``cfg.out_dir``.
+
+    Returns the report dict. Bad inputs never stop the run; a manifest with no usable utterance raises
+    :class:`InputError` (there is nothing to score).
+    """
+    from speechtrt.models.checkpoints import load_checkpoint
+
+    torch.set_num_threads(cfg.threads)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_prep = time.perf_counter()
+    prepared, problems = prepare_inputs(cfg.manifest)
+    prep_s = time.perf_counter() - t_prep
+    for p in problems:
+        log(f"input {p.action}: #{p.index} {p.audio_filepath or '(manifest)'}: {p.problem} ({p.detail})")
+    if not prepared:
+        raise InputError(f"manifest {cfg.manifest} has no usable utterance ({len(problems)} problems); see above")
+    speakers = [p.row.speaker for p in prepared]
+    dialects = sorted({p.row.dialect for p in prepared})
+    refs = [p.reference for p in prepared]
+    audio_s = sum(p.seconds for p in prepared)
+    log(f"{len(prepared)} utterances, {audio_s / 60:.1f} min audio, {len(dialects)} dialects, "
+        f"{len(set(speakers))} speakers; {len(problems)} input problem(s)")
+
+    lexicon = training_lexicon(cfg.text_source) if cfg.decoder == "lexicon" else None
+
+    variants: list[Scored] = []
+    skipped = []
+    seed_speed = None
+    with tempfile.TemporaryDirectory(prefix="speechtrt-eval-") as tmp:
+        for ckpt in cfg.checkpoints:
+            model, meta = load_checkpoint(ckpt)
+            model_name = f"asr-{model.config.size}" if Path(ckpt).stem == f"asr-{model.config.size}" else Path(ckpt).stem
+            workdir = Path(tmp) / model_name
+            workdir.mkdir(parents=True, exist_ok=True)
+            for backend in cfg.backends:
+                for precision in cfg.precisions:
+                    name = f"{model_name}/{backend}/{precision}"
+                    try:
+                        runner = make_runner(model, backend, precision, workdir, cfg.threads)
+                    except BackendUnavailable as exc:
+                        skipped.append({"variant": name, "reason": str(exc)})
+                        log(f"skip {name}: {exc}")
+                        continue
+                    run = run_batched(runner, prepared, cfg.batch_frames or auto_batch_frames())
+                    greedy = run.hypotheses
+                    t_score = time.perf_counter()
+                    gerrs = [score_pair(r, h) for r, h in zip(refs, greedy)]
+                    score_s = time.perf_counter() - t_score
+                    primary = [lexicon.correct(h) for h in greedy] if lexicon else greedy
+                    errs = [score_pair(r, h) for r, h in zip(refs, primary)] if lexicon else gerrs
+                    variants.append(Scored(name, model_name, str(ckpt), backend, precision, primary, errs, gerrs, run,
+                                           score_s))
+                    log(f"{name}: WER {corpus_score(errs).wer:.3f} (greedy {corpus_score(gerrs).wer:.3f}) "
+                        f"RTFx {audio_s / run.compute_s:.1f}")
+            if cfg.seed_loop and seed_speed is None:
+                batched = next((v for v in variants if v.model == model_name and v.backend == "torch"
+                                and v.precision == "fp32"), None)
+                if batched is not None:
+                    loop = seed_loop(model, prepared, Path(cfg.manifest).parent)
+                    ours_e2e = prep_s + batched.run.compute_s + batched.score_seconds
+                    seed_speed = {
+                        "model": model_name, "utterances": len(prepared), "audio_seconds": audio_s,
+                        "threads": cfg.threads,
+                        "seed_loop_seconds": loop["compute_seconds"], "batched_seconds": batched.run.compute_s,
+                        "speedup": loop["compute_seconds"] / batched.run.compute_s,
+                        "seed_loop_end_to_end_seconds": loop["end_to_end_seconds"],
+                        "batched_end_to_end_seconds": ours_e2e,
+                        "end_to_end_speedup": loop["end_to_end_seconds"] / ours_e2e,
+                        "batch1_latency_ms": {"p50": stats.percentile(loop["latency_ms"], 50),
+                                              "p95": stats.percentile(loop["latency_ms"], 95)},
+                        "identical_transcripts": float(np.mean([a == b for a, b in
+                                                                zip(loop["texts"], batched.run.hypotheses)])),
+                        "note": ("compute = forward + greedy decode; end to end = reading audio + features + "
+                                 "forward + decode + scoring (features once per utterance, shared by all variants)"),
+                    }
+                    log(f"seed per-utterance loop {loop['compute_seconds']:.2f} s vs batched "
+                        f"{batched.run.compute_s:.2f} s compute ({seed_speed['speedup']:.1f}x); end to end "
+                        f"{loop['end_to_end_seconds']:.2f} s vs {ours_e2e:.2f} s ({seed_speed['end_to_end_speedup']:.1f}x)")
+
+    report = build_report(cfg, prepared, problems, variants, skipped, seed_speed, lexicon, audio_s, log)
+    write_outputs(report, out_dir, cfg.plots)
+    return report
+
+
+def _ranks_for_frequency(lexicon: Lexicon | None, refs: list[str]) -> dict[str, int]:
+    counts = lexicon.counts if lexicon else Counter(w for r in refs for w in r.split())
+    return {w: i for i, (w, _) in enumerate(counts.most_common())}
+
+
+def build_report(cfg, prepared, problems, variants, skipped, seed_speed, lexicon, audio_s, log=print) -> dict:
+    speakers = [p.row.speaker for p in prepared]
+    dialect_of = [p.row.dialect for p in prepared]
+    dialects = sorted(set(dialect_of))
+    durations = [p.seconds for p in prepared]
+    refs = [p.reference for p in prepared]
+    ranks = _ranks_for_frequency(lexicon, refs)
+    ipa = espeak_ipa({w for r in refs for w in r.split()})
+
+    models: dict[str, dict] = {}
+    per_dialect: dict[str, dict] = {d: {} for d in dialects}
+    for v in variants:
+        s = summarize(v.errors, speakers, cfg.n_boot, cfg.seed)
+        g = corpus_score(v.greedy_errors)
+        lat = [x * 1000 for x in v.run.latency_s]
+        per_utt_wer = [e.wer for e in v.errors]
+        models[v.name] = {
+            "model": v.model, "checkpoint": v.checkpoint, "backend": v.backend, "precision": v.precision,
+            **s, "greedy_wer": g.wer, "greedy_cer": g.cer,
+            "rtf": v.run.compute_s / audio_s, "rtfx": audio_s / v.run.compute_s,
+            "compute_seconds": v.run.compute_s, "audio_seconds": audio_s, "batches": v.run.batches,
+            "latency_ms": {"p50": stats.percentile(lat, 50), "p95": stats.percentile(lat, 95)},
+            "peak_memory_mb": v.run.peak_memory_mb,
+            "breakdown": {
+                "word_class": breakdown(v.errors, word_class),
+                "word_length": breakdown(v.errors, length_bin),
+                "word_frequency": breakdown(v.errors, lambda w: frequency_bin(w, ranks)),
+                **({"initial_phoneme": breakdown(v.errors, lambda w: phoneme_class(ipa.get(w, "")))} if ipa else {}),
+            },
+            "wer_vs_duration": stats.spearman(durations, per_utt_wer),
+        }
+        for d in dialects:
+            idx = [i for i, x in enumerate(dialect_of) if x == d]
+            per_dialect[d][v.name] = summarize([v.errors[i] for i in idx], [speakers[i] for i in idx],
+                                               cfg.n_boot, cfg.seed)
+
+    significance = {"method": stats.METHOD,
+                    "model_vs_model": [], "dialect_vs_dialect": {}}
+    by_name = {v.name: v for v in variants}
+    ref_variants = [v for v in variants if v.backend == "torch" and v.precision == "fp32"] or variants[:1]
+    pairs = []
+    for i, a in enumerate(ref_variants):
+        for b in ref_variants[i + 1:]:
+            ea, wa, *_ = _rate(a.errors)
+            eb, *_ = _rate(b.errors)
+            c = stats.paired_bootstrap(ea, eb, wa, speakers, n_boot=cfg.n_boot, seed=cfg.seed)
+            pairs.append({"a": a.name, "b": b.name, **c.to_json()})
+    for row, adj in zip(pairs, stats.holm([p["p_bootstrap"] for p in pairs])):
+        row["p_holm"] = adj
+        row["significant"] = adj < 0.05
+    significance["model_vs_model"] = pairs
+    for v in ref_variants:
+        rows = []
+        for i, da in enumerate(dialects):
+            for db in dialects[i + 1:]:
+                ia = [k for k, x in enumerate(dialect_of) if x == da]
+                ib = [k for k, x in enumerate(dialect_of) if x == db]
+                e, w, *_ = _rate(v.errors)
+                c = stats.independent_bootstrap(e[ia], w[ia], [speakers[k] for k in ia],
+                                                e[ib], w[ib], [speakers[k] for k in ib], cfg.n_boot, cfg.seed)
+                rows.append({"a": da, "b": db, **c.to_json()})
+        for row, adj in zip(rows, stats.holm([r["p_bootstrap"] for r in rows])):
+            row["p_holm"] = adj
+            row["significant"] = adj < 0.05
+        significance["dialect_vs_dialect"][v.name] = rows
+
+    precision_impact = {}
+    for v in variants:
+        if v.precision == "fp32":
+            continue
+        base = by_name.get(f"{v.model}/{v.backend}/fp32") or by_name.get(f"{v.model}/torch/fp32")
+        if base is None:
+            continue
+        entry = {"baseline": base.name, "per_dialect": {}}
+        e, w, *_ = _rate(v.errors)
+        eb, *_ = _rate(base.errors)
+        overall = stats.paired_bootstrap(e, eb, w, speakers, n_boot=cfg.n_boot, seed=cfg.seed)
+        entry["overall"] = {"wer": models[v.name]["wer"], "baseline_wer": models[base.name]["wer"], **overall.to_json()}
+        for d in dialects:
+            idx = [i for i, x in enumerate(dialect_of) if x == d]
+            c = stats.paired_bootstrap(e[idx], eb[idx], w[idx], [speakers[i] for i in idx], cfg.n_boot, cfg.seed)
+            entry["per_dialect"][d] = {"wer": per_dialect[d][v.name]["wer"],
+                                       "baseline_wer": per_dialect[d][base.name]["wer"], **c.to_json()}
+        precision_impact[v.name] = entry
+
+    selection = {"rule": (f"Per dialect: candidates are the variants whose WER is within {WER_TOLERANCE * 100:.0f} "
+                          "WER point of that dialect's best; among them the highest RTFx wins, then the lower peak "
+                          "memory. Variants off the accuracy/speed/memory Pareto frontier are never chosen."),
+                 "per_dialect": {}}
+    for d in dialects + ["overall"]:
+        if not models:
+            break
+        wer_of = {n: (per_dialect[d][n]["wer"] if d != "overall" else models[n]["wer"]) for n in models}
+        best = min(wer_of.values())
+        cands = [n for n in models if wer_of[n] <= best + WER_TOLERANCE]
+        pick = max(cands, key=lambda n: (models[n]["rtfx"], -models[n]["peak_memory_mb"]))
+        frontier = [n for n in models if not any(
+            wer_of[o] <= wer_of[n] and models[o]["rtfx"] >= models[n]["rtfx"]
+            and models[o]["peak_memory_mb"] <= models[n]["peak_memory_mb"]
+            and (wer_of[o], -models[o]["rtfx"], models[o]["peak_memory_mb"]) != (wer_of[n], -models[n]["rtfx"],
+                                                                                 models[n]["peak_memory_mb"])
+            for o in models)]
+        selection["per_dialect"][d] = {"recommended": pick, "wer": wer_of[pick], "rtfx": models[pick]["rtfx"],
+                                       "best_wer_variant": min(wer_of, key=wer_of.get), "frontier": frontier}
+
+    counts = Counter(p.problem for p in problems)
+    report = {
+        "format": "speechtrt-asr-eval/1",
+        "device": device_info(cfg.threads), "versions": versions(), "commit": git_commit(),
+        "config": asdict(cfg),
+        "dataset": {
+            "manifest": cfg.manifest, "rows": len(prepared) + sum(p.action == "skipped" for p in problems),
+            "evaluated": len(prepared), "audio_seconds": audio_s, "speakers": len(set(speakers)),
+            "dialects": {d: {"utterances": dialect_of.count(d),
+                             "speakers": len({s for s, x in zip(speakers, dialect_of) if x == d})} for d in dialects},
+        },
+        "input_problems": {"counts": dict(counts), "skipped": sum(p.action == "skipped" for p in problems),
+                           "repaired": sum(p.action == "repaired" for p in problems),
+                           "items": [p.to_json() for p in problems]},
+        "normalizer": "speechtrt.asr.normalize.normalize_text: " + normalize_text.__module__,
+        "decoder": {"primary": cfg.decoder, "rule": (__import__("speechtrt.asr.decode").asr.decode.__doc__ or "")
+                    .strip().split("\n\n")[1].replace("\n", " ") if lexicon else "greedy best path",
+                    "lexicon_words": len(lexicon) if lexicon else None,
+                    "lexicon_source": lexicon.source if lexicon else None,
+                    "test_oov_rate": lexicon.oov_rate(refs) if lexicon else None},
+        "models": models,
+        "skipped_variants": skipped,
+        "per_dialect": per_dialect,
+        "significance": significance,
+        "precision_impact": precision_impact,
+        "selection": selection,
+        "speed": {"seed_loop_vs_batched": seed_speed,
+                  "timing": "compute = forward + greedy decode after one warm-up batch; latency = batch time"},
+        "samples": [{"dialect": p.row.dialect, "speaker": p.row.speaker, "reference": p.reference,
+                     **{v.name: v.hypotheses[i] for v in variants[:4]}} for i, p in enumerate(prepared[:: max(1, len(prepared) // 12)])],
+    }
+    return report
+
+
+# ---------------------------------------------------------------- environment
+
+
+def device_info(threads: int) -> dict:
+    info = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "threads": threads,
+            "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def versions() -> dict:
+    import jiwer
+    import scipy
+
+    from speechtrt import __version__
+
+    out = {"speechtrt": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "numpy": np.__version__, "scipy": scipy.__version__,
+           "jiwer": getattr(jiwer, "__version__", None) or _dist_version("jiwer")}
+    try:
+        import onnxruntime
+
+        out["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    try:
+        out["espeak-ng"] = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True,
+                                          timeout=10).stdout.split(":")[1].split()[0]
+    except Exception:
+        pass
+    return out
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _p(x) -> str:
+    return "–" if x is None else f"{x:.3g}"
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown: the seed's model × dialect matrix (WER % with 95 % interval), then the details."""
+    models, per_d = report["models"], report["per_dialect"]
+    dialects = list(per_d)
+    L = ["# ASR evaluation across dialects", ""]
+    ds = report["dataset"]
+    L += [f"Manifest `{ds['manifest']}`: {ds['evaluated']} utterances evaluated of {ds['rows']} "
+          f"({ds['audio_seconds'] / 60:.1f} min audio, {ds['speakers']} speakers, {len(dialects)} dialects). "
+          f"Device: {report['device']['cpu']}{' + ' + report['device']['gpu'] if report['device'].get('gpu') else ''}, "
+          f"{report['device']['threads']} thread(s). Commit {report['commit']}.", ""]
+    dec = report["decoder"]
+    L += [f"Decoder: **{dec['primary']}**" + (f" (lexicon of {dec['lexicon_words']} words from {dec['lexicon_source']}; "
+          f"test OOV rate {_pct(dec['test_oov_rate'])} %)" if dec.get("lexicon_words") else "") + ". "
+          "WER/CER are corpus rates after one normaliser on both sides; intervals are 95 % speaker-bootstrap.", ""]
+    L += ["## WER (%) by dialect", "",
+          "| Model / backend / precision | " + " | ".join(dialects) + " | Overall | CER | greedy WER | RTFx | p95 ms | peak MB |",
+          "|---" * (len(dialects) + 7) + "|"]
+    for name, m in models.items():
+        cells = [f"{_pct(per_d[d][name]['wer'])} [{_pct(per_d[d][name]['ci95'][0])}, {_pct(per_d[d][name]['ci95'][1])}]"
+                 for d in dialects]
+        L.append(f"| {name} | " + " | ".join(cells) + f" | **{_pct(m['wer'])}** [{_pct(m['ci95'][0])}, {_pct(m['ci95'][1])}]"
+                 f" | {_pct(m['cer'])} | {_pct(m['greedy_wer'])} | {m['rtfx']:.1f} | {m['latency_ms']['p95']:.1f} | "
+                 f"{m['peak_memory_mb']:.0f} |")
+    if report["skipped_variants"]:
+        L += ["", "Not run here: " + "; ".join(f"`{s['variant']}` ({s['reason']})" for s in report["skipped_variants"])]
+    L += ["", "## Errors", "", "| Variant | S | D | I | ref words | WER vs duration (Spearman ρ, p) |", "|---|---|---|---|---|---|"]
+    for name, m in models.items():
+        sp = m["wer_vs_duration"]
+        rho = "–" if sp["rho"] is None else f"{sp['rho']:+.2f}, p={sp['p_value']:.3g}"
+        L.append(f"| {name} | {m['substitutions']} | {m['deletions']} | {m['insertions']} | {m['ref_words']} | {rho} |")
+    first = next(iter(models.values()), None)
+    if first:
+        L += ["", f"### Error rate ((S+D)/words, %) by word type — {next(iter(models))}", ""]
+        for kind, table in first["breakdown"].items():
+            L.append(f"- **{kind}**: " + ", ".join(f"{k} {_pct(v['error_rate'])} (n={v['words']})" for k, v in table.items()))
+    sig = report["significance"]
+    L += ["", "## Significance", "", sig["method"], "", "### Model vs model (paired, same utterances)", "",
+          "| A | B | ΔWER (A−B) | 95 % CI | p (bootstrap) | p (Holm) | p (Wilcoxon) |", "|---|---|---|---|---|---|---|"]
+    for r in sig["model_vs_model"]:
+        L.append(f"| {r['a']} | {r['b']} | {_pct(r['wer_difference'])} | [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] | "
+                 f"{r['p_bootstrap']:.3g} | {r['p_holm']:.3g} | {_p(r['p_wilcoxon'])} |")
+    for name, rows in sig["dialect_vs_dialect"].items():
+        L += ["", f"### Dialect vs dialect — {name} (speakers resampled per dialect, Holm-corrected)", "",
+              "| A | B | ΔWER | 95 % CI | p (Holm) | significant |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            L.append(f"| {r['a']} | {r['b']} | {_pct(r['wer_difference'])} | [{_pct(r['ci95'][0])}, {_pct(r['ci95'][1])}] "
+                     f"| {r['p_holm']:.3g} | {'yes' if r['significant'] else 'no'} |")
+    if report["precision_impact"]:
+        L += ["", "## Precision impact (ΔWER vs FP32 of the same model, paired)", "",
+              "| Variant | baseline | " + " | ".join(dialects) + " | overall |", "|---" * (len(dialects) + 3) + "|"]
+        for name, e in report["precision_impact"].items():
+            L.append(f"| {name} | {e['baseline']} | " + " | ".join(
+                f"{_pct(e['per_dialect'][d]['wer_difference'])}" for d in dialects)
+                + f" | {_pct(e['overall']['wer_difference'])} [{_pct(e['overall']['ci95'][0])}, {_pct(e['overall']['ci95'][1])}] |")
+    sel = report["selection"]
+    if sel["per_dialect"]:
+        L += ["", "## Model selection", "", sel["rule"], "", "| Dialect | recommended | WER % | RTFx | most accurate |",
+              "|---|---|---|---|---|"]
+        for d, s in sel["per_dialect"].items():
+            L.append(f"| {d} | {s['recommended']} | {_pct(s['wer'])} | {s['rtfx']:.1f} | {s['best_wer_variant']} |")
+    sp = report["speed"]["seed_loop_vs_batched"]
+    if sp:
+        L += ["", "## Batched vs the seed's per-utterance loop", "",
+              f"{sp['model']} torch FP32 on the same {sp['utterances']} utterances, same run, {sp['threads']} thread(s): "
+              f"model compute (forward + greedy decode): seed loop {sp['seed_loop_seconds']:.2f} s, batched "
+              f"{sp['batched_seconds']:.2f} s → **{sp['speedup']:.1f}×**; end to end (audio reading, features, "
+              f"compute, scoring): {sp['seed_loop_end_to_end_seconds']:.2f} s vs {sp['batched_end_to_end_seconds']:.2f} s "
+              f"→ **{sp['end_to_end_speedup']:.1f}×**. Identical transcripts: {100 * sp['identical_transcripts']:.0f} %. "
+              f"Batch-1 latency p50/p95: {sp['batch1_latency_ms']['p50']:.1f}/{sp['batch1_latency_ms']['p95']:.1f} ms."]
+    ip = report["input_problems"]
+    L += ["", "## Input problems", "", f"{ip['skipped']} skipped, {ip['repaired']} repaired: "
+          + (", ".join(f"{k} {v}" for k, v in ip["counts"].items()) or "none") + "."]
+    for item in ip["items"][:50]:
+        L.append(f"- #{item['index']} `{item['audio_filepath'] or '(manifest line)'}`: {item['problem']} → {item['action']} ({item['detail']})")
+    if report.get("plots"):
+        L += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
+    return "\n".join(L) + "\n"
+
+
+def plot(report: dict, out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models, per_d = report["models"], report["per_dialect"]
+    names, dialects = list(models), list(per_d)
+    if not names:
+        return []
+    files = []
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(dialects) + 2), 4))
+    width = 0.8 / len(names)
+    for k, n in enumerate(names):
+        wer = [100 * per_d[d][n]["wer"] for d in dialects]
+        lo = [100 * (per_d[d][n]["wer"] - per_d[d][n]["ci95"][0]) for d in dialects]
+        hi = [100 * (per_d[d][n]["ci95"][1] - per_d[d][n]["wer"]) for d in dialects]
+        ax.bar(np.arange(len(dialects)) + k * width, wer, width, yerr=[lo, hi], capsize=2, label=n)
+    ax.set_xticks(np.arange(len(dialects)) + 0.4 - width / 2, dialects, rotation=20)
+    ax.set_ylabel("WER % (95 % speaker bootstrap)")
+    ax.set_title("WER by dialect")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "asr_wer_by_dialect.png", dpi=110)
+    plt.close(fig)
+    files.append("asr_wer_by_dialect.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n in names:
+        m = models[n]
+        ax.errorbar(m["rtfx"], 100 * m["wer"], yerr=[[100 * (m["wer"] - m["ci95"][0])], [100 * (m["ci95"][1] - m["wer"])]],
+                    fmt="o", capsize=3, label=n)
+    front = report["selection"]["per_dialect"].get("overall", {}).get("frontier", [])
+    pts = sorted((models[n]["rtfx"], 100 * models[n]["wer"]) for n in front)
+    if len(pts) > 1:
+        ax.plot(*zip(*pts), "k--", lw=0.8, label="frontier")
+    ax.set_xscale("log")
+    ax.set_xlabel("RTFx (audio seconds per compute second)")
+    ax.set_ylabel("WER %")
+    ax.set_title("Accuracy vs speed")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "asr_wer_vs_rtfx.png", dpi=110)
+    plt.close(fig)
+    files.append("asr_wer_vs_rtfx.png")
+    return files
+
+
+def write_outputs(report: dict, out_dir: Path, plots: bool = True) -> None:
+    if plots:
+        report["plots"] = plot(report, out_dir)
+    (out_dir / "asr_eval.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    (out_dir / "asr_eval.md").write_text(markdown(report))
+
+
+# ---------------------------------------------------------------- one-checkpoint score (training sidecars)
+
+
+def quick_score(checkpoint: str | Path, manifest: str | Path, text_source=None) -> dict:
+    """Torch FP32 WER/CER of one checkpoint on a manifest, greedy and with the lexicon pass (for sidecars)."""
+    from speechtrt.models.checkpoints import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    prepared, problems = prepare_inputs(manifest)
+    run = run_batched(make_runner(model, "torch", "fp32", Path(tempfile.gettempdir())), prepared, auto_batch_frames())
+    lexicon = training_lexicon(text_source)
+    refs = [p.reference for p in prepared]
+    greedy = corpus_score([score_pair(r, h) for r, h in zip(refs, run.hypotheses)])
+    lex = corpus_score([score_pair(r, lexicon.correct(h)) for r, h in zip(refs, run.hypotheses)])
+    return {"manifest": str(manifest), "utterances": len(prepared), "wer": lex.wer, "cer": lex.cer,
+            "decoder": "lexicon", "greedy_wer": greedy.wer, "greedy_cer": greedy.cer,
+            "rtfx_torch_fp32": sum(p.seconds for p in prepared) / run.compute_s, "input_problems": len(problems)}

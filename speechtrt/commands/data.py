@@ -1,0 +1,44 @@
+"""``speechtrt data synth``: a real accented English ASR set spoken by espeak-ng, as WAV files + a JSONL manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from speechtrt.asr.data import ACCENTS, SynthConfig, read_manifest, synthesize
+
+
+def register(app: typer.Typer) -> None:
+    data_app = typer.Typer(help="Make and inspect ASR data sets (JSONL manifests).", no_args_is_help=True)
+    app.add_typer(data_app, name="data")
+
+    @data_app.command("synth")
+    def synth(
+        out: Path = typer.Option(Path("data/asr"), help="Output folder: wav/<split>/*.wav and <split>.jsonl."),
+        split: str = typer.Option("test", help="train or test (disjoint sentences and speakers)."),
+        accents: str = typer.Option(",".join(ACCENTS), help="Comma-separated espeak-ng accents."),
+        speakers: int = typer.Option(4, help="Speakers per accent."),
+        sentences: int = typer.Option(20, help="Sentences per speaker."),
+        test_fraction: float = typer.Option(0.2, help="Share of the text source's sentences held out for test."),
+        text_source: Optional[Path] = typer.Option(None, help="Text file or fortune folder (default: "
+                                                   "/usr/share/games/fortunes from Debian fortunes/fortunes-min)."),
+        jitter: bool = typer.Option(False, help="Jitter rate and pitch per utterance (used for training data)."),
+        seed: int = typer.Option(0, help="Seed for speaker and sentence choice."),
+    ) -> None:
+        """Speak sentences from an installed English text in several accents with espeak-ng."""
+        cfg = SynthConfig(split=split, accents=tuple(a.strip() for a in accents.split(",") if a.strip()),
+                          speakers_per_accent=speakers, sentences_per_speaker=sentences, test_fraction=test_fraction,
+                          text_source=str(text_source) if text_source else None, jitter=jitter, seed=seed)
+        console = Console()
+        with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as bar:
+            task = bar.add_task("synth", total=None)
+            manifest = synthesize(out, cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        rows, _ = read_manifest(manifest)
+        hours = sum(r.duration for r in rows) / 3600
+        console.print(f"wrote {manifest}: {len(rows)} utterances, {hours:.2f} h, "
+                      f"{len({r.speaker for r in rows})} speakers, {len({r.dialect for r in rows})} accents")

@@ -1,0 +1,62 @@
+"""``speechtrt train asr``: CTC training of a reference ASR size on a manifest, with a JSON sidecar."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from speechtrt.asr.train import TrainConfig, train
+
+
+def register(app: typer.Typer) -> None:
+    train_app = typer.Typer(help="Train reference models.", no_args_is_help=True)
+    app.add_typer(train_app, name="train")
+
+    @train_app.command("asr")
+    def train_asr(
+        size: str = typer.Option("small", help="small | medium | large | stream"),
+        train_manifest: Path = typer.Option(Path("data/asr/train.jsonl"), help="Training manifest (JSONL)."),
+        test_manifest: Optional[Path] = typer.Option(None, help="Held-out manifest scored after training "
+                                                     "(never used for training or model selection)."),
+        out: Optional[Path] = typer.Option(None, help="Checkpoint path (default checkpoints/asr-<size>.pt)."),
+        minutes: float = typer.Option(30.0, help="Wall-clock training budget; the LR schedule follows it."),
+        batch_frames: int = typer.Option(3000, help="Padded feature frames per batch."),
+        lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
+        augment: bool = typer.Option(True, help="Speed/noise/gain augmentation and SpecAugment."),
+        threads: int = typer.Option(1, help="torch CPU threads."),
+        seed: int = typer.Option(0),
+        init_from: Optional[Path] = typer.Option(None, help="Continue from this checkpoint's weights (warm start)."),
+    ) -> None:
+        """Train an ASR size with CTC; write the checkpoint (FP16 weights) and <checkpoint>.json."""
+        console = Console()
+        out = out or Path(f"checkpoints/asr-{size}.pt")
+        cfg = TrainConfig(size=size, train_manifest=str(train_manifest), out=str(out), minutes=minutes,
+                          batch_frames=batch_frames, peak_lr=lr, augment=augment, seed=seed, threads=threads,
+                          init_from=str(init_from) if init_from else None)
+        started = time.time()
+        summary = train(cfg, log=lambda msg: console.print(msg, highlight=False))
+        sidecar = {
+            "command": "speechtrt " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "checkpoint": str(out), "size": size, "seed": seed,
+            "weights": "fp16 (computed in fp32 after loading)",
+            "data": {"train_manifest": str(train_manifest), "test_manifest": str(test_manifest) if test_manifest else None},
+            "started_unix": round(started, 1), "host": platform.node(), "python": platform.python_version(),
+            **summary,
+        }
+        if test_manifest:
+            from speechtrt.asr.eval import quick_score
+
+            sidecar["test"] = quick_score(out, test_manifest)
+            console.print(f"test: WER {sidecar['test']['wer']:.3f}  CER {sidecar['test']['cer']:.3f} "
+                          f"(greedy {sidecar['test']['greedy_wer']:.3f})")
+        side = out.with_suffix(".json")
+        side.write_text(json.dumps(sidecar, indent=2) + "\n")
+        console.print(f"wrote {side}")

@@ -1,0 +1,96 @@
+"""Evaluation end to end on a tiny real set: report keys, statistics blocks, and bad inputs counted and listed."""
+
+import json
+import shutil
+import wave
+
+import numpy as np
+import pytest
+
+from speechtrt.asr.data import SynthConfig, Utterance, read_manifest, synthesize, write_manifest
+from speechtrt.asr.eval import EvalConfig, evaluate, length_buckets
+from speechtrt.models import build_asr, save_checkpoint
+from speechtrt.models.audio import write_wav
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+
+
+def _write_stereo(path, samples, rate):
+    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.stack([pcm, pcm], axis=1).tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("asr_eval")
+    manifest = synthesize(root, SynthConfig(split="test", accents=("en-us", "en-gb-x-rp"), speakers_per_accent=2,
+                                            sentences_per_speaker=2))
+    rows, _ = read_manifest(manifest)
+    from speechtrt.models.audio import read_wav, resample
+
+    speech, _ = read_wav(rows[0].path(root))
+    _write_stereo(root / "stereo.wav", speech, 16000)
+    write_wav(root / "rate8k.wav", resample(speech, 16000, 8000), 8000)
+    write_wav(root / "silence.wav", np.zeros(16000, np.float32), 16000)
+    (root / "broken.wav").write_bytes(b"RIFF not really a wav")
+    extra = [
+        Utterance("missing.wav", rows[0].text, 1.0, "en-us", rows[0].speaker),
+        Utterance("stereo.wav", rows[0].text, 1.0, "en-us", rows[0].speaker),
+        Utterance("rate8k.wav", rows[0].text, 1.0, "en-us", rows[0].speaker),
+        Utterance("silence.wav", "some words", 1.0, "en-us", rows[0].speaker),
+        Utterance("broken.wav", "some words", 1.0, "en-us", rows[0].speaker),
+        Utterance(rows[1].audio_filepath, "  ...  ", 1.0, "en-us", rows[1].speaker),
+    ]
+    path = write_manifest(root / "with_bad.jsonl", [*rows, *extra])
+    with path.open("a") as f:
+        f.write("{not json\n")
+    ckpt = save_checkpoint(build_asr("small", seed=0), root / "asr-small.pt")
+    return root, path, ckpt, len(rows)
+
+
+def test_length_buckets_respect_the_frame_budget():
+    lengths = [100, 500, 120, 480, 90, 300]
+    batches = length_buckets(lengths, 1000)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert all(max(lengths[i] for i in b) * len(b) <= 1000 or len(b) == 1 for b in batches)
+
+
+@pytest.mark.slow
+def test_eval_reports_keys_and_lists_bad_inputs(tiny_set, tmp_path):
+    root, manifest, ckpt, n_good = tiny_set
+    report = evaluate(EvalConfig(manifest=str(manifest), checkpoints=(str(ckpt),), backends=("torch",),
+                                 precisions=("fp32", "int8", "fp16"), n_boot=100, out_dir=str(tmp_path)),
+                      log=lambda m: None)
+    saved = json.loads((tmp_path / "asr_eval.json").read_text())
+    assert saved["models"].keys() == report["models"].keys()
+    for key in ("device", "versions", "commit", "models", "per_dialect", "significance", "precision_impact",
+                "selection", "input_problems", "speed"):
+        assert key in saved
+    m = saved["models"]["asr-small/torch/fp32"]
+    for key in ("wer", "cer", "rtfx", "ci95", "substitutions", "deletions", "insertions", "breakdown",
+                "wer_vs_duration"):
+        assert key in m
+    assert m["latency_ms"]["p95"] > 0 and m["rtfx"] > 0
+    assert 0 <= m["ci95"][0] <= m["wer"] <= m["ci95"][1]
+    assert set(saved["per_dialect"]) == {"en-us", "en-gb-x-rp"}
+    assert "ci95" in saved["per_dialect"]["en-us"]["asr-small/torch/fp32"]
+    assert saved["significance"]["dialect_vs_dialect"]["asr-small/torch/fp32"][0]["p_holm"] <= 1
+    assert "asr-small/torch/int8" in saved["precision_impact"]
+    assert any(s["variant"] == "asr-small/torch/fp16" for s in saved["skipped_variants"])  # no GPU here
+
+    problems = saved["input_problems"]
+    assert problems["counts"] == {"missing_audio": 1, "stereo": 1, "wrong_sample_rate": 1, "silence": 1,
+                                  "unreadable_audio": 1, "empty_reference": 1, "bad_manifest_line": 1}
+    assert problems["skipped"] == 5 and problems["repaired"] == 2
+    assert saved["dataset"]["evaluated"] == n_good + 2  # stereo and 8 kHz files were repaired and scored
+    assert {i["problem"] for i in problems["items"]} >= {"missing_audio", "silence", "empty_reference"}
+    md = (tmp_path / "asr_eval.md").read_text()
+    assert "WER (%) by dialect" in md and "missing_audio" in md and "en-gb-x-rp" in md
+    assert (tmp_path / "asr_wer_by_dialect.png").stat().st_size > 1000
+    assert (tmp_path / "asr_wer_vs_rtfx.png").stat().st_size > 1000
+    sp = saved["speed"]["seed_loop_vs_batched"]
+    assert sp["identical_transcripts"] == 1.0 and sp["utterances"] == n_good + 2
