@@ -41,3 +41,15 @@ def onnx_dir(tmp_path_factory, models):
     for comp in components_for("all"):
         export_component(comp, models(comp.model), out, check=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tts_model(models):
+    """The seeded TTS model (seed 0), shared by runtime, service and bench tests."""
+    return models("tts")
+
+
+@pytest.fixture(scope="session")
+def tts_onnx_dir(onnx_dir):
+    """Folder holding tts_encoder / tts_decoder_step / tts_vocoder (FP32), exported once per session."""
+    return onnx_dir
