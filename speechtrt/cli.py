@@ -7,6 +7,7 @@ any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -14,6 +15,10 @@ from rich.console import Console
 
 from speechtrt import __version__
 from speechtrt.errors import SpeechTRTError
+
+# Tables printed to a file or a CI log would otherwise wrap at 80 columns and truncate component names.
+if not sys.stdout.isatty():
+    os.environ.setdefault("COLUMNS", "160")
 
 app = typer.Typer(
     name="speechtrt",
