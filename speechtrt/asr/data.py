@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 
 from speechtrt.asr.normalize import normalize_text
 from speechtrt.errors import InputError
+from speechtrt.models.corpus import FORTUNES_DIR, fortune_entries, fortune_files
 
 ACCENTS = ("en-us", "en-us-nyc", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan")
 """espeak-ng English accents the reference checkpoints are trained and tested on."""
@@ -33,7 +34,6 @@ TRAIN_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "f1", "f2", "f3", "klatt", "klat
 TEST_VARIANTS = ("m6", "m7", "f4", "f5", "klatt2", "Michael", "belinda", "max")
 """Voice variants (timbre, formants) for training and test speakers; disjoint, so test speakers are unseen."""
 
-FORTUNES_DIR = Path("/usr/share/games/fortunes")
 MANIFEST_KEYS = ("audio_filepath", "text", "duration", "dialect", "speaker")
 SPLITS = ("train", "test")
 
@@ -97,8 +97,7 @@ def load_sentences(source: str | Path | None = None, min_words: int = 3, max_wor
     """
     path = Path(source) if source else FORTUNES_DIR
     if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and not p.suffix and not p.name.startswith(".") and p.name not in _SKIPPED_FILES)
+        files = fortune_files(path, skip=_SKIPPED_FILES)
     elif path.is_file():
         files = [path]
     else:
@@ -108,24 +107,21 @@ def load_sentences(source: str | Path | None = None, min_words: int = 3, max_wor
         )
     seen: set[str] = set()
     out: list[str] = []
-    for file in files:
-        raw = file.read_text(encoding="utf-8", errors="replace")
-        for entry in re.split(r"^%\s*$", raw, flags=re.M):
-            flat = " ".join(entry.split())
-            for sentence in _SENTENCE_END.split(flat):
-                sentence = re.sub(r"^[QA]:\s*", "", sentence.strip())
-                sentence = re.sub(r"^[^A-Za-z]+", "", sentence).split(' --')[0].strip()  # espeak-ng reads a
-                # leading '-' as an option; ' -- Name' is an attribution
-                if "--" in sentence and sentence.index("--") < 3:  # attribution lines
-                    continue
-                if _UNSPEAKABLE.search(sentence):
-                    continue
-                norm = normalize_text(sentence)
-                n = len(norm.split())
-                if not (min_words <= n <= max_words) or norm in seen:
-                    continue
-                seen.add(norm)
-                out.append(sentence)
+    for flat in fortune_entries(files):
+        for sentence in _SENTENCE_END.split(flat):
+            sentence = re.sub(r"^[QA]:\s*", "", sentence.strip())
+            sentence = re.sub(r"^[^A-Za-z]+", "", sentence).split(' --')[0].strip()  # leading marks;
+            # ' -- Name' is an attribution
+            if "--" in sentence and sentence.index("--") < 3:  # attribution lines
+                continue
+            if _UNSPEAKABLE.search(sentence):
+                continue
+            norm = normalize_text(sentence)
+            n = len(norm.split())
+            if not (min_words <= n <= max_words) or norm in seen:
+                continue
+            seen.add(norm)
+            out.append(sentence)
     if not out:
         raise InputError(f"text source {path} gave no usable sentences of {min_words}-{max_words} words")
     return out

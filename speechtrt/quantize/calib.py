@@ -32,8 +32,8 @@ import torch
 from speechtrt.config import FrameRule, TTSConfig
 from speechtrt.errors import InputError
 from speechtrt.export.components import Component, component
+from speechtrt.models.corpus import FORTUNES_DIR, fortune_entries, fortune_files
 
-FORTUNE_DIR = Path("/usr/share/games/fortunes")
 FORTUNE_FILES = ("fortunes", "literature", "riddles")
 TEXT_SOURCE = "Debian package fortunes-min (/usr/share/games/fortunes: fortunes, literature, riddles)"
 MANIFEST_FORMAT = "speechtrt-calib/1"
@@ -80,12 +80,12 @@ class CalibSet:
 # ---------------------------------------------------------------- text
 
 
-def english_sentences(min_words: int = 3, max_chars: int = 200, directory: Path = FORTUNE_DIR) -> list[str]:
+def english_sentences(min_words: int = 3, max_chars: int = 200, directory: Path = FORTUNES_DIR) -> list[str]:
     """Every fortune entry of ``fortunes-min`` as one whitespace-collapsed line, deduplicated, in file order.
 
     Raises :class:`InputError` when the package is not installed.
     """
-    files = [directory / name for name in FORTUNE_FILES if (directory / name).is_file()]
+    files = fortune_files(directory, FORTUNE_FILES)
     if not files:
         raise InputError(
             f"no English text source: {directory} has none of {', '.join(FORTUNE_FILES)}; "
@@ -94,10 +94,9 @@ def english_sentences(min_words: int = 3, max_chars: int = 200, directory: Path 
     seen: set[str] = set()
     out: list[str] = []
     for path in files:
-        for entry in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
-            line = " ".join(entry.replace("%", " ").split())
-            # drop attributions ("-- Mark Twain") and tab-indented layout: keep the saying itself
-            line = line.split(" -- ")[0].strip()
+        for entry in fortune_entries([path]):
+            # drop attributions ("-- Mark Twain"): keep the saying itself
+            line = entry.split(" -- ")[0].strip()
             if len(line.split()) < min_words or len(line) > max_chars or line in seen:
                 continue
             if not all(32 <= ord(ch) < 127 for ch in line):
