@@ -35,7 +35,9 @@ TEST_VARIANTS = ("m6", "m7", "f4", "f5", "klatt2", "Michael", "belinda", "max")
 """Voice variants (timbre, formants) for training and test speakers; disjoint, so test speakers are unseen."""
 
 MANIFEST_KEYS = ("audio_filepath", "text", "duration", "dialect", "speaker")
-SPLITS = ("train", "test")
+SPLITS = ("train", "dev", "test")
+"""``dev`` is for tuning (e.g. the decoder's language-model weights): training-split sentences that a training
+manifest did not use (``SynthConfig.exclude``), read by training-pool voices at their own rates and pitches."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,9 @@ def speakers(accent: str, split: str, count: int, seed: int = 0) -> list[Speaker
 
     Deterministic in ``(accent, split, count, seed)``. Raises :class:`InputError` when the pool is too small.
     """
-    pool = TRAIN_VARIANTS if split == "train" else TEST_VARIANTS
     if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}: choose train or test")
+        raise InputError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    pool = TEST_VARIANTS if split == "test" else TRAIN_VARIANTS
     if count > len(pool):
         raise InputError(f"{count} {split} speakers per accent requested; the variant pool has {len(pool)}")
     rng = random.Random(f"{seed}:{accent}:{split}")
@@ -219,13 +221,20 @@ class SynthConfig:
     text_source: str | None = None
     jitter: bool = False
     seed: int = 0
+    exclude: tuple[str, ...] = ()  # manifests whose sentences are not used (a dev set unseen by training)
 
 
 def plan_utterances(cfg: SynthConfig) -> Iterator[tuple[Speaker, str, int, int]]:
     """``(speaker, sentence, rate, pitch)`` for every utterance ``cfg`` asks for, deterministic in ``cfg``."""
-    pool = [s for s in load_sentences(cfg.text_source) if sentence_split(s, cfg.test_fraction) == cfg.split]
+    if cfg.split not in SPLITS:
+        raise InputError(f"unknown split {cfg.split!r}: choose one of {', '.join(SPLITS)}")
+    text_split = "test" if cfg.split == "test" else "train"
+    used = {normalize_text(row.text) for m in cfg.exclude for row in read_manifest(m)[0]}
+    pool = [s for s in load_sentences(cfg.text_source)
+            if sentence_split(s, cfg.test_fraction) == text_split and normalize_text(s) not in used]
     if not pool:
-        raise InputError(f"the text source has no {cfg.split} sentences; lower or raise --test-fraction")
+        raise InputError(f"the text source has no {cfg.split} sentences left (after {len(used)} excluded); "
+                         "lower or raise --test-fraction, or exclude fewer manifests")
     rng = random.Random(f"{cfg.seed}:{cfg.split}:sentences")
     shared = rng.sample(pool, min(cfg.sentences_per_speaker, len(pool)))
     for accent in cfg.accents:

@@ -3,13 +3,15 @@ statistics, timed after warm-up, written as JSON + Markdown + PNG.
 
 Flow: read the manifest and load every usable utterance once (bad inputs are counted, listed and skipped or
 repaired, never fatal) → 80-bin log-mel with the shared front end → for each variant, length-bucketed padded
-batches through the backend → greedy CTC (plus the lexicon pass of :mod:`speechtrt.asr.decode`) → one alignment per
+batches through the backend → greedy CTC, and the primary decoder: the n-gram beam search of
+:mod:`speechtrt.asr.lm` (default) or the lexicon pass of :mod:`speechtrt.asr.decode` → one alignment per
 utterance (:mod:`speechtrt.asr.metrics`) → corpus WER/CER with speaker-bootstrap intervals, paired model tests,
 dialect tests with Holm correction (:mod:`speechtrt.asr.stats`).
 
 Timing: compute = backend forward + greedy decode, summed over batches after one untimed warm-up batch; RTF =
-compute / audio, RTFx = audio / compute. An utterance's latency is the time of the batch that carried it (what a
-caller waiting for that transcript sees in offline batch mode). Memory: peak resident set size sampled during the
+compute / audio, RTFx = audio / compute. The beam search's time is reported on its own (``decode_seconds``,
+``rtfx_with_decoder``): it is single-threaded Python and the same for every backend. An utterance's latency is the
+time of the batch that carried it (what a caller waiting for that transcript sees in offline batch mode). Memory: peak resident set size sampled during the
 variant's run (CPU), or peak CUDA allocation on a GPU.
 
 The seed's per-utterance loop (batch 1, per-token ``.item()`` CTC decode) runs on the same utterances in the same
@@ -51,13 +53,21 @@ WER_TOLERANCE = 0.01  # selection rule: variants within 1 WER point of the best 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """One evaluation run. ``decoder`` picks the primary transcript (``lexicon`` or ``greedy``); both are scored."""
+    """One evaluation run. ``decoder`` picks the primary transcript (``lm``, ``lexicon`` or ``greedy``); greedy is
+    always scored too. ``lm_alpha``/``lm_beta`` weigh the language model when ``tune_on`` (a development manifest,
+    never the test set) is not given; with it they are chosen there by grid search."""
 
     manifest: str
     checkpoints: tuple[str, ...]
     backends: tuple[str, ...] = ("torch", "ort")
     precisions: tuple[str, ...] = ("fp32", "int8")
-    decoder: str = "lexicon"
+    decoder: str = "lm"
+    lm_order: int = 3
+    lm_alpha: float = 0.8
+    lm_beta: float = 3.0
+    beam: int = 16
+    tune_on: str | None = None
+    calib_manifest: str | None = None  # static INT8 activation ranges (default: tune_on); none: dynamic INT8
     batch_frames: int | None = None  # None: 2000 on a CPU, 64000 on a GPU (see auto_batch_frames)
     n_boot: int = 1000
     seed: int = 0
@@ -186,11 +196,14 @@ class BackendUnavailable(Exception):
 Runner = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def make_runner(model: torch.nn.Module, backend: str, precision: str, workdir: Path, threads: int = 1) -> Runner:
+def make_runner(model: torch.nn.Module, backend: str, precision: str, workdir: Path, threads: int = 1,
+                calibration: list[np.ndarray] | None = None) -> Runner:
     """A function ``(features [B,T,80] float32, lengths [B] int64) -> (log_probs [B,T',V], out_lengths [B])``.
 
     torch: FP32; INT8 = dynamic quantization of LSTM and Linear weights (``torch.ao``); FP16 on CUDA only.
-    ort: the model's exported graph (``export_component``); INT8 = ONNX Runtime dynamic quantization of that graph;
+    ort: the model's exported graph (``export_component``); INT8 = static QDQ quantization
+    (:func:`quantize_int8_static`) calibrated on ``calibration`` (padded feature batches, never the test set), or
+    ONNX Runtime's dynamic quantization when no calibration is given;
     FP16 = the graph converted to FP16 with FP32 inputs/outputs. The streaming model runs its step graph once over
     the whole utterance from zero state, which equals its offline pass. trt: needs TensorRT and a supported GPU.
     Raises :class:`BackendUnavailable` with the reason when the pair cannot run here.
@@ -232,7 +245,7 @@ def make_runner(model: torch.nn.Module, backend: str, precision: str, workdir: P
 
         return run_torch
     if backend == "ort":
-        return _ort_runner(model, precision, workdir, threads, streaming)
+        return _ort_runner(model, precision, workdir, threads, streaming, calibration)
     if backend == "trt":
         try:
             import tensorrt  # noqa: F401
@@ -244,7 +257,51 @@ def make_runner(model: torch.nn.Module, backend: str, precision: str, workdir: P
     raise BackendUnavailable(f"unknown backend {backend}")
 
 
-def _ort_runner(model, precision: str, workdir: Path, threads: int, streaming: bool) -> Runner:
+def _stream_feeds(model, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Streaming-step feeds for whole utterances: features plus the zero start state for every row."""
+    state = {k: v.numpy() for k, v in model.initial_state(1).items()}
+    b = x.shape[0]
+    return {"features": x, **{k: np.repeat(v, b, axis=1 if k in ("h", "c") else 0) for k, v in state.items()}}
+
+
+def quantize_int8_static(fp32: Path, out: Path, calibration: list[dict[str, np.ndarray]]) -> Path:
+    """ONNX Runtime INT8: static QDQ for Conv/MatMul/Gemm (per-channel symmetric INT8 weights, asymmetric UINT8
+    activations whose ranges (min/max) come from ``calibration`` feeds), then the LSTMs' weights dynamically
+    quantized (``DynamicQuantizeLSTM``: INT8 weights, activations quantized per call), which halves their CPU time.
+    The graph is pre-processed (shape inference, fusions) first when ONNX Runtime's pre-processor accepts it."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(calibration)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    source = fp32
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        pre = out.with_suffix(".pre.onnx")
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        source = pre
+    except Exception:  # pre-processing is an optimisation; quantize the plain graph when it refuses
+        source = fp32
+    static = out.with_suffix(".static.onnx")
+    quantize_static(str(source), str(static), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+    if any(n.op_type == "LSTM" for n in onnx.load(str(static), load_external_data=False).graph.node):
+        quantize_dynamic(str(static), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
+    else:
+        static.replace(out)
+    return out
+
+
+def _ort_runner(model, precision: str, workdir: Path, threads: int, streaming: bool,
+                calibration: list[np.ndarray] | None = None) -> Runner:
     from speechtrt.export.components import component
     from speechtrt.export.onnx import export_component
     from speechtrt.export.parity import ort_session
@@ -254,7 +311,15 @@ def _ort_runner(model, precision: str, workdir: Path, threads: int, streaming: b
     if not fp32.exists():
         export_component(comp, model, workdir, check=False)
     path = fp32
-    if precision == "int8":
+    if precision == "int8" and calibration:
+        path = workdir / f"{comp.name}.int8-static.onnx"
+        if not path.exists():
+            feeds = []
+            for x in calibration:
+                lengths = np.full((x.shape[0],), x.shape[1], np.int64)
+                feeds.append(_stream_feeds(model, x) if streaming else {"features": x, "feature_lengths": lengths})
+            quantize_int8_static(fp32, path, feeds)
+    elif precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         path = workdir / f"{comp.name}.int8-dynamic.onnx"
@@ -275,12 +340,8 @@ def _ort_runner(model, precision: str, workdir: Path, threads: int, streaming: b
         raise BackendUnavailable(f"ONNX Runtime cannot load the {precision} graph: {str(exc).splitlines()[0][:200]}")
 
     if streaming:
-        state = {k: v.numpy() for k, v in model.initial_state(1).items()}
-
         def run_stream(x, lengths):
-            b = x.shape[0]
-            feeds = {"features": x, **{k: np.repeat(v, b, axis=1 if k in ("h", "c") else 0) for k, v in state.items()}}
-            lp = sess.run(["log_probs"], feeds)[0]
+            lp = sess.run(["log_probs"], _stream_feeds(model, x))[0]
             half = (lengths + 1) // 2
             return lp, (half + 1) // 2
 
@@ -340,16 +401,22 @@ class PeakRSS:
 @dataclass
 class VariantRun:
     hypotheses: list[str]  # greedy, per prepared utterance
+    log_probs: list[np.ndarray] | None  # per utterance [T', 1 + alphabet] (the columns the beam search reads)
     latency_s: list[float]  # per prepared utterance: its batch's compute time
     compute_s: float
     batches: int
     peak_memory_mb: float
 
 
-def run_batched(runner: Runner, prepared: list[Prepared], batch_frames: int) -> VariantRun:
-    """Length-bucketed batches through ``runner`` with one untimed warm-up batch; greedy transcripts per utterance."""
+def run_batched(runner: Runner, prepared: list[Prepared], batch_frames: int, keep_log_probs: bool = False
+                ) -> VariantRun:
+    """Length-bucketed batches through ``runner`` with one untimed warm-up batch; greedy transcripts per utterance
+    (and, with ``keep_log_probs``, each utterance's log-probabilities for a later beam search, kept untimed)."""
+    from speechtrt.asr.lm import SEARCH_COLUMNS
+
     batches = length_buckets([p.features.shape[0] for p in prepared], batch_frames)
     hyps = [""] * len(prepared)
+    kept: list[np.ndarray] | None = [None] * len(prepared) if keep_log_probs else None
     latency = [0.0] * len(prepared)
     x, n = pad_batch([prepared[i].features for i in batches[len(batches) // 2]])
     runner(x, n)  # warm-up
@@ -366,8 +433,11 @@ def run_batched(runner: Runner, prepared: list[Prepared], batch_frames: int) -> 
             total += dt
             for i, t in zip(ids, texts):
                 hyps[i], latency[i] = t, dt
+            if kept is not None:
+                for row, (i, n) in enumerate(zip(ids, out_lengths)):
+                    kept[i] = np.ascontiguousarray(log_probs[row, : int(n)][:, SEARCH_COLUMNS], dtype=np.float32)
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else mem.peak_mb
-    return VariantRun(hyps, latency, total, len(batches), peak)
+    return VariantRun(hyps, kept, latency, total, len(batches), peak)
 
 
 def seed_loop(model: torch.nn.Module, prepared: list[Prepared], manifest_root: Path) -> dict:
@@ -430,6 +500,7 @@ class Scored:
     greedy_errors: list[UtteranceErrors]
     run: VariantRun
     score_seconds: float = 0.0
+    decode_seconds: float = 0.0
 
 
 def _rate(errors: list[UtteranceErrors]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -471,7 +542,11 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     log(f"{len(prepared)} utterances, {audio_s / 60:.1f} min audio, {len(dialects)} dialects, "
         f"{len(set(speakers))} speakers; {len(problems)} input problem(s)")
 
-    lexicon = training_lexicon(cfg.text_source) if cfg.decoder == "lexicon" else None
+    lexicon = training_lexicon(cfg.text_source) if cfg.decoder in ("lexicon", "lm") else None
+    decoder = None
+    if cfg.decoder == "lm":
+        decoder = LMDecoder.prepare(cfg, refs, log)
+    calibration = calibration_batches(cfg.calib_manifest or cfg.tune_on, refs, log)
 
     variants: list[Scored] = []
     skipped = []
@@ -486,20 +561,29 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
                 for precision in cfg.precisions:
                     name = f"{model_name}/{backend}/{precision}"
                     try:
-                        runner = make_runner(model, backend, precision, workdir, cfg.threads)
+                        runner = make_runner(model, backend, precision, workdir, cfg.threads, calibration)
                     except BackendUnavailable as exc:
                         skipped.append({"variant": name, "reason": str(exc)})
                         log(f"skip {name}: {exc}")
                         continue
-                    run = run_batched(runner, prepared, cfg.batch_frames or auto_batch_frames())
+                    run = run_batched(runner, prepared, cfg.batch_frames or auto_batch_frames(),
+                                      keep_log_probs=decoder is not None)
                     greedy = run.hypotheses
                     t_score = time.perf_counter()
                     gerrs = [score_pair(r, h) for r, h in zip(refs, greedy)]
                     score_s = time.perf_counter() - t_score
-                    primary = [lexicon.correct(h) for h in greedy] if lexicon else greedy
-                    errs = [score_pair(r, h) for r, h in zip(refs, primary)] if lexicon else gerrs
+                    t_dec = time.perf_counter()
+                    if decoder is not None:
+                        primary = decoder.decode(run.log_probs)
+                        run.log_probs = None
+                    elif lexicon is not None:
+                        primary = [lexicon.correct(h) for h in greedy]
+                    else:
+                        primary = greedy
+                    dec_s = time.perf_counter() - t_dec
+                    errs = [score_pair(r, h) for r, h in zip(refs, primary)] if primary is not greedy else gerrs
                     variants.append(Scored(name, model_name, str(ckpt), backend, precision, primary, errs, gerrs, run,
-                                           score_s))
+                                           score_s, dec_s))
                     log(f"{name}: WER {corpus_score(errs).wer:.3f} (greedy {corpus_score(gerrs).wer:.3f}) "
                         f"RTFx {audio_s / run.compute_s:.1f}")
             if cfg.seed_loop and seed_speed is None:
@@ -523,13 +607,121 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
                         "note": ("compute = forward + greedy decode; end to end = reading audio + features + "
                                  "forward + decode + scoring (features once per utterance, shared by all variants)"),
                     }
+                    fastest = min((v for v in variants if v.model == model_name), key=lambda v: v.run.compute_s)
+                    seed_speed["fastest_variant"] = {
+                        "variant": fastest.name, "batched_seconds": fastest.run.compute_s,
+                        "speedup": loop["compute_seconds"] / fastest.run.compute_s,
+                        "end_to_end_speedup": loop["end_to_end_seconds"]
+                        / (prep_s + fastest.run.compute_s + fastest.score_seconds),
+                        "wer": corpus_score(fastest.errors).wer, "fp32_wer": corpus_score(batched.errors).wer,
+                        "greedy_transcripts_identical_to_fp32": float(np.mean(
+                            [a == b for a, b in zip(fastest.run.hypotheses, batched.run.hypotheses)])),
+                    }
                     log(f"seed per-utterance loop {loop['compute_seconds']:.2f} s vs batched "
                         f"{batched.run.compute_s:.2f} s compute ({seed_speed['speedup']:.1f}x); end to end "
-                        f"{loop['end_to_end_seconds']:.2f} s vs {ours_e2e:.2f} s ({seed_speed['end_to_end_speedup']:.1f}x)")
+                        f"{loop['end_to_end_seconds']:.2f} s vs {ours_e2e:.2f} s ({seed_speed['end_to_end_speedup']:.1f}x); "
+                        f"fastest variant {fastest.name} {fastest.run.compute_s:.2f} s "
+                        f"({seed_speed['fastest_variant']['speedup']:.1f}x)")
 
     report = build_report(cfg, prepared, problems, variants, skipped, seed_speed, lexicon, audio_s, log)
+    report["decoder"] = decoder_summary(cfg, lexicon, decoder, refs)
+    report["quantization"] = {
+        "ort_int8": ("static QDQ (Conv/MatMul/Gemm, per-channel INT8 weights, UINT8 activations) calibrated on "
+                     f"{len(calibration)} batches of {cfg.calib_manifest or cfg.tune_on}, LSTM weights dynamic INT8"
+                     if calibration else "ONNX Runtime dynamic INT8 (no calibration manifest given)"),
+        "torch_int8": "torch.ao dynamic INT8 of LSTM and Linear weights",
+    }
     write_outputs(report, out_dir, cfg.plots)
     return report
+
+
+def calibration_batches(manifest: str | None, test_refs: list[str], log=print, max_batches: int = 16,
+                        batch_frames: int = 2000) -> list[np.ndarray] | None:
+    """Padded feature batches of ``manifest`` for static INT8 calibration (``None`` without a manifest). A manifest
+    sharing sentences with the test set is refused: calibration must not see the test data."""
+    if not manifest:
+        return None
+    prepared, _ = prepare_inputs(manifest)
+    shared = {p.reference for p in prepared} & set(test_refs)
+    if shared:
+        raise InputError(f"calibration manifest {manifest} shares {len(shared)} sentence(s) with the test manifest: "
+                         "calibrate on a development set (speechtrt data synth --split dev)")
+    batches = length_buckets([p.features.shape[0] for p in prepared], batch_frames)
+    step = max(1, len(batches) // max_batches)
+    out = [pad_batch([prepared[i].features for i in ids])[0] for ids in batches[::step][:max_batches]]
+    log(f"static INT8 calibration: {len(out)} batches from {manifest}")
+    return out
+
+
+@dataclass
+class LMDecoder:
+    """The n-gram beam search with its language model and weights (tuned on a development set when asked)."""
+
+    lm: "NGramLM"
+    beam: "BeamConfig"
+    tuning: dict | None
+
+    @classmethod
+    def prepare(cls, cfg: EvalConfig, test_refs: list[str], log=print) -> "LMDecoder":
+        from speechtrt.asr.lm import BeamConfig, training_lm, tune_weights
+        from speechtrt.models.checkpoints import load_checkpoint
+
+        lm = training_lm(cfg.text_source, order=cfg.lm_order)
+        overlap = sum(r in lm.training_sentences for r in set(test_refs))
+        if overlap:
+            log(f"warning: {overlap} test reference(s) are sentences of the language model's text; the test set "
+                "should come from the held-out split (speechtrt data synth --split test)")
+        beam = BeamConfig(alpha=cfg.lm_alpha, beta=cfg.lm_beta, beam=cfg.beam)
+        tuning = None
+        if cfg.tune_on:
+            dev, dev_problems = prepare_inputs(cfg.tune_on)
+            if not dev:
+                raise InputError(f"development manifest {cfg.tune_on} has no usable utterance")
+            dev_refs = [p.reference for p in dev]
+            dev_test = set(dev_refs) & set(test_refs)
+            if dev_test:
+                raise InputError(f"development manifest {cfg.tune_on} shares {len(dev_test)} sentence(s) with the "
+                                 "test manifest: tune on a set made with `speechtrt data synth --split dev`")
+            model, _ = load_checkpoint(cfg.checkpoints[0])
+            with tempfile.TemporaryDirectory(prefix="speechtrt-tune-") as tmp:
+                run = run_batched(make_runner(model, "torch", "fp32", Path(tmp), cfg.threads), dev,
+                                  cfg.batch_frames or auto_batch_frames(), keep_log_probs=True)
+            tune_lm = training_lm(cfg.text_source, order=cfg.lm_order, exclude=dev_refs)
+            log(f"tuning the decoder's weights on {len(dev)} development utterances ({cfg.tune_on}) with "
+                f"{cfg.checkpoints[0]}; language model without their sentences:")
+            result = tune_weights(run.log_probs, dev_refs, tune_lm, beam=max(4, cfg.beam // 2), log=log)
+            beam = BeamConfig(alpha=result["alpha"], beta=result["beta"], beam=cfg.beam)
+            tuning = {"manifest": cfg.tune_on, "utterances": len(dev), "input_problems": len(dev_problems),
+                      "checkpoint": cfg.checkpoints[0], **result}
+            log(f"decoder weights: alpha {beam.alpha}, beta {beam.beta} (dev WER {result['wer']:.4f})")
+        return cls(lm, beam, tuning)
+
+    def decode(self, log_probs: list[np.ndarray]) -> list[str]:
+        from speechtrt.asr.lm import ctc_beam_search
+
+        return [ctc_beam_search(x, self.lm, self.beam) for x in log_probs]
+
+
+def decoder_summary(cfg: EvalConfig, lexicon: Lexicon | None, decoder: LMDecoder | None, refs: list[str]) -> dict:
+    """What the report says about the primary decoder: its rule, resources and (for the LM) weights and tuning."""
+    import speechtrt.asr.decode as lexicon_module
+    import speechtrt.asr.lm as lm_module
+
+    out = {"primary": cfg.decoder, "lexicon_words": len(lexicon) if lexicon else None,
+           "lexicon_source": lexicon.source if lexicon else None,
+           "test_oov_rate": lexicon.oov_rate(refs) if lexicon else None}
+    if decoder is not None:
+        lm = decoder.lm
+        out.update(rule=" ".join((lm_module.__doc__ or "").strip().split("\n\n")[1:3]).replace("\n", " "),
+                   lm={"order": lm.order, "vocabulary": len(lm.vocab), "sentences": lm.sentences,
+                       "source": lm.source, "test_perplexity": lm.perplexity(refs)},
+                   alpha=decoder.beam.alpha, beta=decoder.beam.beta, beam=decoder.beam.beam,
+                   tuning=decoder.tuning or {"note": "weights given, not tuned in this run"})
+    elif lexicon is not None:
+        out["rule"] = (lexicon_module.__doc__ or "").strip().split("\n\n")[1].replace("\n", " ")
+    else:
+        out["rule"] = "greedy best path"
+    return out
 
 
 def _ranks_for_frequency(lexicon: Lexicon | None, refs: list[str]) -> dict[str, int]:
@@ -557,6 +749,7 @@ def build_report(cfg, prepared, problems, variants, skipped, seed_speed, lexicon
             "model": v.model, "checkpoint": v.checkpoint, "backend": v.backend, "precision": v.precision,
             **s, "greedy_wer": g.wer, "greedy_cer": g.cer,
             "rtf": v.run.compute_s / audio_s, "rtfx": audio_s / v.run.compute_s,
+            "decode_seconds": v.decode_seconds, "rtfx_with_decoder": audio_s / (v.run.compute_s + v.decode_seconds),
             "compute_seconds": v.run.compute_s, "audio_seconds": audio_s, "batches": v.run.batches,
             "latency_ms": {"p50": stats.percentile(lat, 50), "p95": stats.percentile(lat, 95)},
             "peak_memory_mb": v.run.peak_memory_mb,
@@ -657,11 +850,7 @@ def build_report(cfg, prepared, problems, variants, skipped, seed_speed, lexicon
                            "repaired": sum(p.action == "repaired" for p in problems),
                            "items": [p.to_json() for p in problems]},
         "normalizer": "speechtrt.asr.normalize.normalize_text: " + normalize_text.__module__,
-        "decoder": {"primary": cfg.decoder, "rule": (__import__("speechtrt.asr.decode").asr.decode.__doc__ or "")
-                    .strip().split("\n\n")[1].replace("\n", " ") if lexicon else "greedy best path",
-                    "lexicon_words": len(lexicon) if lexicon else None,
-                    "lexicon_source": lexicon.source if lexicon else None,
-                    "test_oov_rate": lexicon.oov_rate(refs) if lexicon else None},
+        "decoder": {},  # filled by decoder_summary
         "models": models,
         "skipped_variants": skipped,
         "per_dialect": per_dialect,
@@ -759,17 +948,28 @@ def markdown(report: dict) -> str:
           f"Device: {report['device']['cpu']}{' + ' + report['device']['gpu'] if report['device'].get('gpu') else ''}, "
           f"{report['device']['threads']} thread(s). Commit {report['commit']}.", ""]
     dec = report["decoder"]
-    L += [f"Decoder: **{dec['primary']}**" + (f" (lexicon of {dec['lexicon_words']} words from {dec['lexicon_source']}; "
-          f"test OOV rate {_pct(dec['test_oov_rate'])} %)" if dec.get("lexicon_words") else "") + ". "
-          "WER/CER are corpus rates after one normaliser on both sides; intervals are 95 % speaker-bootstrap.", ""]
+    if dec.get("lm"):
+        tuning = dec["tuning"]
+        tuned = (f"tuned on `{tuning['manifest']}` ({tuning['utterances']} development utterances, dev WER "
+                 f"{_pct(tuning['wer'])} %)" if "manifest" in tuning else tuning.get("note", ""))
+        L += [f"Decoder: **CTC beam search with a {dec['lm']['order']}-gram word model** ({dec['lm']['vocabulary']} "
+              f"words, {dec['lm']['sentences']} sentences of {dec['lm']['source']}; test perplexity "
+              f"{dec['lm']['test_perplexity']:.0f}, test OOV rate {_pct(dec['test_oov_rate'])} %), beam {dec['beam']}, "
+              f"α = {dec['alpha']}, β = {dec['beta']} — {tuned}. Greedy best-path WER is shown beside it.", ""]
+    else:
+        L += [f"Decoder: **{dec['primary']}**" + (f" (lexicon of {dec['lexicon_words']} words from "
+              f"{dec['lexicon_source']}; test OOV rate {_pct(dec['test_oov_rate'])} %)" if dec.get("lexicon_words")
+              else "") + ".", ""]
+    L += ["WER/CER are corpus rates after one normaliser on both sides; intervals are 95 % speaker-bootstrap.", ""]
     L += ["## WER (%) by dialect", "",
-          "| Model / backend / precision | " + " | ".join(dialects) + " | Overall | CER | greedy WER | RTFx | p95 ms | peak MB |",
-          "|---" * (len(dialects) + 7) + "|"]
+          "| Model / backend / precision | " + " | ".join(dialects) + " | Overall | CER | greedy WER | RTFx | decoder s | p95 ms | peak MB |",
+          "|---" * (len(dialects) + 8) + "|"]
     for name, m in models.items():
         cells = [f"{_pct(per_d[d][name]['wer'])} [{_pct(per_d[d][name]['ci95'][0])}, {_pct(per_d[d][name]['ci95'][1])}]"
                  for d in dialects]
         L.append(f"| {name} | " + " | ".join(cells) + f" | **{_pct(m['wer'])}** [{_pct(m['ci95'][0])}, {_pct(m['ci95'][1])}]"
-                 f" | {_pct(m['cer'])} | {_pct(m['greedy_wer'])} | {m['rtfx']:.1f} | {m['latency_ms']['p95']:.1f} | "
+                 f" | {_pct(m['cer'])} | {_pct(m['greedy_wer'])} | {m['rtfx']:.1f} | {m.get('decode_seconds', 0):.1f} | "
+                 f"{m['latency_ms']['p95']:.1f} | "
                  f"{m['peak_memory_mb']:.0f} |")
     if report["skipped_variants"]:
         L += ["", "Not run here: " + "; ".join(f"`{s['variant']}` ({s['reason']})" for s in report["skipped_variants"])]
@@ -817,6 +1017,12 @@ def markdown(report: dict) -> str:
               f"compute, scoring): {sp['seed_loop_end_to_end_seconds']:.2f} s vs {sp['batched_end_to_end_seconds']:.2f} s "
               f"→ **{sp['end_to_end_speedup']:.1f}×**. Identical transcripts: {100 * sp['identical_transcripts']:.0f} %. "
               f"Batch-1 latency p50/p95: {sp['batch1_latency_ms']['p50']:.1f}/{sp['batch1_latency_ms']['p95']:.1f} ms."]
+        fv = sp.get("fastest_variant")
+        if fv:
+            L += ["", f"Fastest batched variant of {sp['model']}: `{fv['variant']}`, {fv['batched_seconds']:.2f} s → "
+                  f"**{fv['speedup']:.1f}×** the seed loop's compute (end to end **{fv['end_to_end_speedup']:.1f}×**), "
+                  f"WER {_pct(fv['wer'])} % vs FP32 {_pct(fv['fp32_wer'])} %; greedy transcripts identical to FP32 for "
+                  f"{100 * fv['greedy_transcripts_identical_to_fp32']:.0f} % of utterances."]
     ip = report["input_problems"]
     L += ["", "## Input problems", "", f"{ip['skipped']} skipped, {ip['repaired']} repaired: "
           + (", ".join(f"{k} {v}" for k, v in ip["counts"].items()) or "none") + "."]
@@ -885,16 +1091,24 @@ def write_outputs(report: dict, out_dir: Path, plots: bool = True) -> None:
 
 
 def quick_score(checkpoint: str | Path, manifest: str | Path, text_source=None) -> dict:
-    """Torch FP32 WER/CER of one checkpoint on a manifest, greedy and with the lexicon pass (for sidecars)."""
+    """Torch FP32 WER/CER of one checkpoint on a manifest (for sidecars): the default lm decoder (weights of
+    :class:`EvalConfig`), the lexicon pass and greedy best path."""
+    from speechtrt.asr.lm import BeamConfig, ctc_beam_search, training_lm
     from speechtrt.models.checkpoints import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     prepared, problems = prepare_inputs(manifest)
-    run = run_batched(make_runner(model, "torch", "fp32", Path(tempfile.gettempdir())), prepared, auto_batch_frames())
-    lexicon = training_lexicon(text_source)
+    run = run_batched(make_runner(model, "torch", "fp32", Path(tempfile.gettempdir())), prepared, auto_batch_frames(),
+                      keep_log_probs=True)
     refs = [p.reference for p in prepared]
+    defaults = EvalConfig(manifest=str(manifest), checkpoints=(str(checkpoint),))
+    beam = BeamConfig(alpha=defaults.lm_alpha, beta=defaults.lm_beta, beam=defaults.beam)
+    lm = training_lm(text_source, order=defaults.lm_order)
+    lexicon = training_lexicon(text_source)
     greedy = corpus_score([score_pair(r, h) for r, h in zip(refs, run.hypotheses)])
     lex = corpus_score([score_pair(r, lexicon.correct(h)) for r, h in zip(refs, run.hypotheses)])
-    return {"manifest": str(manifest), "utterances": len(prepared), "wer": lex.wer, "cer": lex.cer,
-            "decoder": "lexicon", "greedy_wer": greedy.wer, "greedy_cer": greedy.cer,
+    lm_score = corpus_score([score_pair(r, ctc_beam_search(x, lm, beam)) for r, x in zip(refs, run.log_probs)])
+    return {"manifest": str(manifest), "utterances": len(prepared), "wer": lm_score.wer, "cer": lm_score.cer,
+            "decoder": f"lm ({lm.order}-gram, alpha {beam.alpha}, beta {beam.beta}, beam {beam.beam})",
+            "lexicon_wer": lex.wer, "lexicon_cer": lex.cer, "greedy_wer": greedy.wer, "greedy_cer": greedy.cer,
             "rtfx_torch_fp32": sum(p.seconds for p in prepared) / run.compute_s, "input_problems": len(problems)}

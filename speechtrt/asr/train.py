@@ -21,6 +21,9 @@ convolution is rescaled so that it sees log-mel standardised by the training set
 deviation (``W' = W / σ``, ``b' = b − μ · ΣW'``), classes outside the normaliser's alphabet start with a bias
 of −5 (they are never targets), and the LSTM forget gates start open (bias 1).
 
+A larger size can start from a trained smaller one's convolutions (``frontend_from``: the front ends are the same
+shape at every offline size), so its LSTM learns on features that already separate speech sounds.
+
 Targets are the normalised reference (:func:`~speechtrt.asr.normalize.normalize_text`) in the seed's character
 table, so training and scoring see the same text.
 """
@@ -67,6 +70,7 @@ class TrainConfig:
     log_every: int = 25
     save_every_minutes: float = 5.0
     init_from: str | None = None  # warm start: continue from this checkpoint's weights (no init adaptation)
+    frontend_from: str | None = None  # warm start the convolutions only, from a checkpoint of any size
 
 
 @dataclass
@@ -179,6 +183,24 @@ def adapt_initialisation(model: torch.nn.Module, data: list[TrainedUtterance], s
     return {"feature_mean": mean, "feature_std": std}
 
 
+def copy_frontend(model: torch.nn.Module, checkpoint: str) -> list[str]:
+    """Copy the convolution front end of ``checkpoint`` into ``model`` (sizes share it: the convolutions do not
+    depend on the hidden width). The projection into the LSTM and everything after it keep their initialisation.
+    Returns the names of the copied tensors; raises :class:`InputError` when the front ends differ."""
+    from speechtrt.models.checkpoints import load_checkpoint
+
+    source, _ = load_checkpoint(checkpoint)
+    src = {k: v for k, v in source.state_dict().items() if k.startswith("feature_extractor.")}
+    dst = model.state_dict()
+    if not src or any(k not in dst or dst[k].shape != v.shape for k, v in src.items()):
+        raise InputError(f"--frontend-from {checkpoint}: its convolution front end does not match a "
+                         f"{model.config.size} model's; use a checkpoint of an offline size (small/medium/large)")
+    with torch.no_grad():
+        for k, v in src.items():
+            dst[k].copy_(v.float())
+    return sorted(src)
+
+
 def parameter_groups(model: torch.nn.Module, frontend_scale: float) -> list[dict]:
     """The convolutions and the projection into the LSTM learn at ``frontend_scale`` × the peak rate.
 
@@ -223,6 +245,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     else:
         model = build_asr(cfg.size, seed=cfg.seed).train()
         feature_stats = adapt_initialisation(model, data)
+        if cfg.frontend_from:
+            feature_stats["frontend_from"] = copy_frontend(model, cfg.frontend_from)
     opt = torch.optim.AdamW(parameter_groups(model, cfg.frontend_lr_scale), lr=cfg.peak_lr,
                             weight_decay=cfg.weight_decay)
     lengths = [FEATURES.frames_for(len(u.samples)) for u in data]

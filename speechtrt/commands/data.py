@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
     @data_app.command("synth")
     def synth(
         out: Path = typer.Option(Path("data/asr"), help="Output folder: wav/<split>/*.wav and <split>.jsonl."),
-        split: str = typer.Option("test", help="train or test (disjoint sentences and speakers)."),
+        split: str = typer.Option("test", help="train, dev or test (test: unseen sentences and speakers; dev: "
+                                  "training-split sentences, minus --exclude manifests' ones, for tuning)."),
         accents: str = typer.Option(",".join(ACCENTS), help="Comma-separated espeak-ng accents."),
         speakers: int = typer.Option(4, help="Speakers per accent."),
         sentences: int = typer.Option(20, help="Sentences per speaker."),
@@ -28,11 +29,14 @@ def register(app: typer.Typer) -> None:
                                                    "/usr/share/games/fortunes from Debian fortunes/fortunes-min)."),
         jitter: bool = typer.Option(False, help="Jitter rate and pitch per utterance (used for training data)."),
         seed: int = typer.Option(0, help="Seed for speaker and sentence choice."),
+        exclude: list[Path] = typer.Option([], help="Manifest(s) whose sentences are not used (repeatable), e.g. "
+                                           "the training manifest when making a dev set."),
     ) -> None:
         """Speak sentences from an installed English text in several accents with espeak-ng."""
         cfg = SynthConfig(split=split, accents=tuple(a.strip() for a in accents.split(",") if a.strip()),
                           speakers_per_accent=speakers, sentences_per_speaker=sentences, test_fraction=test_fraction,
-                          text_source=str(text_source) if text_source else None, jitter=jitter, seed=seed)
+                          text_source=str(text_source) if text_source else None, jitter=jitter, seed=seed,
+                          exclude=tuple(str(m) for m in exclude))
         console = Console()
         with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as bar:

@@ -26,7 +26,17 @@ def register(app: typer.Typer) -> None:
         checkpoints: str = typer.Option(",".join(DEFAULT_CHECKPOINTS), help="Comma-separated ASR checkpoints."),
         backends: str = typer.Option("torch,ort", help="Comma-separated: torch, ort, trt."),
         precisions: str = typer.Option("fp32,int8", help="Comma-separated: fp32, fp16, int8."),
-        decoder: str = typer.Option("lexicon", help="Primary decoder: lexicon or greedy (both are reported)."),
+        decoder: str = typer.Option("lm", help="Primary decoder: lm (CTC beam search with a word n-gram model of "
+                                    "the text source's training split), lexicon or greedy (greedy is always reported)."),
+        lm_order: int = typer.Option(3, help="n-gram order of the decoder's language model."),
+        lm_alpha: float = typer.Option(0.8, help="Language-model weight (used when --tune-on is not given)."),
+        lm_beta: float = typer.Option(3.0, help="Word insertion bonus (used when --tune-on is not given)."),
+        beam: int = typer.Option(16, help="Beam width of the lm decoder."),
+        tune_on: Optional[Path] = typer.Option(None, help="Development manifest (speechtrt data synth --split dev) "
+                                               "on which the lm decoder's weights are grid-searched; it also "
+                                               "calibrates static INT8. Never the test set."),
+        calib_manifest: Optional[Path] = typer.Option(None, help="Manifest whose audio calibrates static INT8 for ORT "
+                                                      "(default: --tune-on; without either, INT8 is dynamic)."),
         batch_frames: Optional[int] = typer.Option(None, help="Padded feature frames per batch (length-bucketed); "
                                                    "default 2000 on a CPU, 64000 on a GPU."),
         n_boot: int = typer.Option(1000, help="Bootstrap resamples."),
@@ -42,8 +52,12 @@ def register(app: typer.Typer) -> None:
         from speechtrt.asr.eval import EvalConfig, evaluate
 
         console = Console()
-        if decoder not in ("lexicon", "greedy"):
-            raise InputError(f"unknown decoder {decoder!r}: choose lexicon or greedy")
+        if decoder not in ("lm", "lexicon", "greedy"):
+            raise InputError(f"unknown decoder {decoder!r}: choose lm, lexicon or greedy")
+        for option, path in (("--tune-on", tune_on), ("--calib-manifest", calib_manifest)):
+            if path is not None and not path.is_file():
+                raise InputError(f"{option} {path} does not exist: make one with `speechtrt data synth --split dev "
+                                 "--exclude <training manifest>`")
         if quick:
             manifest = manifest or Path("data/asr-quick/test.jsonl")
             if not manifest.exists():
@@ -62,7 +76,10 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"checkpoint(s) not found: {', '.join(missing)}; train with `speechtrt train asr` "
                              "or pass --checkpoints")
         cfg = EvalConfig(manifest=str(manifest), checkpoints=ckpts, backends=_split(backends),
-                         precisions=_split(precisions), decoder=decoder, batch_frames=batch_frames, n_boot=n_boot,
+                         precisions=_split(precisions), decoder=decoder, lm_order=lm_order, lm_alpha=lm_alpha,
+                         lm_beta=lm_beta, beam=beam, tune_on=str(tune_on) if tune_on else None,
+                         calib_manifest=str(calib_manifest) if calib_manifest else None,
+                         batch_frames=batch_frames, n_boot=n_boot,
                          seed=seed, out_dir=str(out), seed_loop=seed_loop, threads=threads)
         report = evaluate(cfg, log=lambda m: console.print(m, highlight=False, markup=False))
         dialects = list(report["per_dialect"])

@@ -44,8 +44,8 @@ def _trial(model, args: dict, streams: int, utterances, console: Console, label:
     max_batch = args["max_batch"] or min(streams, 1024)
     backend = make_backend(args["backend"], model, device=args["device"], fp16=args["fp16"],
                            cuda_graphs=args["cuda_graphs"], max_batch=max_batch, chunk_frames=chunk_frames,
-                           onnx_path=args["onnx"], engine_path=args["engine"], threads=args["threads"],
-                           cache_dir=args["cache_dir"] / "onnx")
+                           onnx_path=args["onnx"], engine_path=args["engine"], engine_dir=args["engine_dir"],
+                           precision=args["precision"], threads=args["threads"], cache_dir=args["cache_dir"] / "onnx")
     config = StreamConfig(max_streams=streams, max_batch=max_batch, max_wait_ms=args["max_wait_ms"],
                           chunk_frames=chunk_frames, max_buffer_ms=args["max_buffer_ms"],
                           idle_timeout_s=args["idle_timeout_s"])
@@ -73,7 +73,8 @@ def register(app: typer.Typer) -> None:
                                      "a multiple of 40."),
         seconds: float = typer.Option(20.0, "--seconds", min=0.5, help="How long clients keep joining."),
         backend: str = typer.Option("torch", "--backend", help="torch | ort | trt"),
-        device: str = typer.Option("cpu", "--device", help="cpu | cuda (torch backend)."),
+        device: str = typer.Option("cpu", "--device", help="cpu | cuda for torch and ort (ort on CUDA needs "
+                                   "onnxruntime-gpu); trt always runs on CUDA."),
         fp16: bool = typer.Option(False, "--fp16", help="FP16 model and state (torch on CUDA)."),
         cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="Capture one CUDA graph per batch bucket."),
         max_batch: int = typer.Option(0, "--max-batch", min=0, help="Largest batch (0: min(streams, 1024))."),
@@ -90,7 +91,13 @@ def register(app: typer.Typer) -> None:
                                                "checkpoints/asr-stream.pt when it exists, else the seeded init)."),
         onnx: Path | None = typer.Option(None, "--onnx", help="asr_stream_step ONNX for --backend ort (default: "
                                          "exported from the model into the cache)."),
-        engine: Path | None = typer.Option(None, "--engine", help="asr_stream_step plan for --backend trt."),
+        engine: Path | None = typer.Option(None, "--engine", help="asr_stream_step plan for --backend trt "
+                                           "(overrides --engine-dir)."),
+        engine_dir: Path = typer.Option(Path("engines"), "--engine-dir", help="TensorRT engines for --backend trt: "
+                                        "<dir>/<sm_XX>/asr-stream/asr_stream_step.<precision>.plan for the GPU "
+                                        "present, as `speechtrt build --model asr-stream` writes them."),
+        precision: str | None = typer.Option(None, "--precision", "-p", help="Plan precision taken from "
+                                             "--engine-dir: fp32 | fp16 | int8 (default fp32; --backend trt)."),
         threads: int = typer.Option(0, "--threads", min=0, help="CPU threads for torch/ORT (0: library default)."),
         find_capacity: bool = typer.Option(False, "--find-capacity", help="Raise the stream count from --streams "
                                            "until p95 misses the target; report the largest count that holds."),
@@ -104,12 +111,18 @@ def register(app: typer.Typer) -> None:
         report chunk latency, batch utilisation, drops, memory and final-vs-offline agreement."""
         import torch
 
+        from speechtrt.build.engine import PRECISIONS as BUILD_PRECISIONS
         from speechtrt.stream.loadgen import read_manifest, synth_utterances
         from speechtrt.stream.report import build_report, write_reports
 
         console = Console()
         if chunk_ms % 40:
             raise InputError(f"--chunk-ms {chunk_ms}: the model consumes 4-frame (40 ms) steps; use a multiple of 40")
+        if precision is not None and backend != "trt":
+            raise InputError(f"--precision picks the plan of --backend trt; the {backend} backend runs FP32 "
+                             "(torch on CUDA: --fp16)")
+        if precision is not None and precision not in BUILD_PRECISIONS:
+            raise InputError(f"--precision {precision!r}: engines are built in {', '.join(BUILD_PRECISIONS)}")
         if threads:
             torch.set_num_threads(threads)
         target = target_p95_ms or (50.0 if device == "cuda" or backend == "trt" else 100.0)
@@ -119,7 +132,8 @@ def register(app: typer.Typer) -> None:
         args = dict(chunk_ms=chunk_ms, backend=backend, device=device, fp16=fp16, cuda_graphs=cuda_graphs,
                     max_batch=max_batch, max_wait_ms=max_wait_ms, max_buffer_ms=max_buffer_ms,
                     idle_timeout_s=idle_timeout_s, seconds=seconds, jitter_ms=jitter_ms, onnx=onnx, engine=engine,
-                    threads=threads or None, cache_dir=cache_dir, seed=seed)
+                    engine_dir=engine_dir, precision=precision or "fp32", threads=threads or None,
+                    cache_dir=cache_dir, seed=seed)
         command = "speechtrt " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "speechtrt stream"
 
         capacity = None

@@ -34,13 +34,16 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, help="torch CPU threads."),
         seed: int = typer.Option(0),
         init_from: Optional[Path] = typer.Option(None, help="Continue from this checkpoint's weights (warm start)."),
+        frontend_from: Optional[Path] = typer.Option(None, help="Start the convolution front end from this "
+                                                     "checkpoint (any offline size); the rest starts fresh."),
     ) -> None:
         """Train an ASR size with CTC; write the checkpoint (FP16 weights) and <checkpoint>.json."""
         console = Console()
         out = out or Path(f"checkpoints/asr-{size}.pt")
         cfg = TrainConfig(size=size, train_manifest=str(train_manifest), out=str(out), minutes=minutes,
                           batch_frames=batch_frames, peak_lr=lr, augment=augment, seed=seed, threads=threads,
-                          init_from=str(init_from) if init_from else None)
+                          init_from=str(init_from) if init_from else None,
+                          frontend_from=str(frontend_from) if frontend_from else None)
         started = time.time()
         summary = train(cfg, log=lambda msg: console.print(msg, highlight=False))
         sidecar = {

@@ -165,11 +165,14 @@ class TrtRunner:
 
 def make_trt_runner(engine_dir: str | Path, component: str, precision: str = "fp16",
                     device: str | torch.device = "cuda") -> TrtRunner:
-    """The plan ``<engine_dir>/<sm_XX>/tts/<component>.<precision>.plan`` for the GPU present."""
+    """The plan ``<engine_dir>/<sm_XX>/<model>/<component>.<precision>.plan`` for the GPU present, where ``<model>``
+    owns ``component`` (``tts`` for the TTS graphs, ``asr-stream`` for ``asr_stream_step``), as ``speechtrt build``
+    lays plans out."""
     from speechtrt.build.arch import current_device
+    from speechtrt.build.manifest import plan_path
+    from speechtrt.export.components import component as component_spec
 
     gpu = current_device()
     if gpu is None or not torch.cuda.is_available():
         raise EngineLoadError("the trt backend needs a CUDA GPU (none found here); use --backend ort or torch")
-    plan = Path(engine_dir) / gpu.sm / "tts" / f"{component}.{precision}.plan"
-    return TrtRunner(plan, device)
+    return TrtRunner(plan_path(engine_dir, gpu.sm, component_spec(component).model, component, precision), device)

@@ -2,15 +2,20 @@
 
 The streaming engine talks to every backend through the names of the exported ``asr_stream_step`` graph:
 inputs ``features [B, T, 80]``, ``ctx1``, ``ctx2``, ``h``, ``c``; outputs ``log_probs [B, ceil(T/4), V]``,
-``ctx1_out``, ``ctx2_out``, ``h_out``, ``c_out``. Tensors are torch tensors on the backend's ``device``; the ORT
-backend hands ONNX Runtime zero-copy NumPy views of CPU tensors.
+``ctx1_out``, ``ctx2_out``, ``h_out``, ``c_out``. Tensors are torch tensors on the backend's ``device``.
 
-* ``torch``: the PyTorch module on ``cpu`` or ``cuda`` (optionally FP16 on CUDA, and CUDA graphs captured per
-  batch-size bucket with static input/output buffers, batches padded up to the bucket).
-* ``ort``: the exported graph in ONNX Runtime (CPU).
-* ``trt``: a TensorRT engine of the same graph (needs the ``tensorrt`` package and a GPU it supports).
+* ``torch``: the PyTorch module through :class:`~speechtrt.runtime.runner.TorchRunner` on ``cpu`` or ``cuda``
+  (optionally FP16 on CUDA, and CUDA graphs captured per batch-size bucket with static input/output buffers,
+  batches padded up to the bucket).
+* ``ort``: the exported graph through :class:`~speechtrt.runtime.ort.OrtRunner` (I/O binding; CPU tensors are
+  bound in place).
+* ``trt``: a TensorRT / TensorRT-RTX plan through :class:`~speechtrt.runtime.trt.TrtRunner`, which refuses a plan
+  that does not match its build manifest (missing, truncated, corrupt, another TensorRT version, another GPU).
 
-``offline(features)`` runs a whole utterance from the start state, the reference a streamed transcript must equal.
+Outputs of :meth:`StepBackend.step` may be buffers the backend reuses (CUDA-graph outputs, TensorRT context
+buffers): they are valid until the backend's next ``step``. The engine consumes them before that (argmax to host,
+``index_copy_`` of the new state into its slots). ``offline(features)`` runs a whole utterance from the start state
+and returns a tensor the caller owns: the reference a streamed transcript must equal.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ import hashlib
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 
 from speechtrt.errors import EngineLoadError, InputError
+from speechtrt.runtime.runner import Runner, TorchRunner
 
+COMPONENT = "asr_stream_step"
 INPUT_NAMES = ("features", "ctx1", "ctx2", "h", "c")
 STATE_NAMES = ("ctx1", "ctx2", "h", "c")
 OUTPUT_NAMES = ("log_probs", "ctx1_out", "ctx2_out", "h_out", "c_out")
@@ -47,40 +53,59 @@ class StepBackend(Protocol):
     def describe(self) -> dict: ...
 
 
-def _zero_state(model, batch: int, device, dtype) -> dict[str, torch.Tensor]:
-    return {k: v.to(device=device, dtype=dtype) for k, v in model.initial_state(batch).items()}
+def offline_in_chunks(backend: StepBackend, features: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
+    """Log-probs ``[B, ceil(T/4), V]`` of whole utterances ``features [B, T, 80]`` from the zero state.
+
+    With ``chunk_frames`` (a multiple of 4, the front end's stride) the utterance runs as consecutive chunks with the
+    state carried across, as a backend whose shapes are bounded (a TensorRT profile) must; the model is causal, so
+    this equals one pass. Each chunk's outputs are copied before the next step: a backend may reuse its output
+    buffers, and feeding such a buffer back as the next input would alias an input with an output.
+    """
+    features = features.to(backend.device)
+    state = backend.zero_state(features.shape[0])
+    if chunk_frames is None or features.shape[1] <= chunk_frames:
+        return backend.step({"features": features, **state})["log_probs"].clone()
+    if chunk_frames <= 0 or chunk_frames % 4:
+        raise InputError(f"offline chunks of {chunk_frames} frames: the model needs a positive multiple of 4")
+    outs = []
+    for start in range(0, features.shape[1], chunk_frames):
+        r = backend.step({"features": features[:, start:start + chunk_frames].contiguous(), **state})
+        outs.append(r["log_probs"].clone())
+        state = {k: r[f"{k}_out"].clone() for k in STATE_NAMES}
+    return torch.cat(outs, dim=1)
 
 
 class TorchStepBackend:
     """The PyTorch :class:`StreamingASRModel` as a step backend.
 
-    On CUDA with ``cuda_graphs`` each batch-size bucket (powers of two up to ``max_batch``) is captured once as a
-    CUDA graph over static buffers; a batch of ``B`` streams is copied into the smallest bucket ``>= B`` (the padded
-    rows are zero state and zero features, and their outputs are ignored). The chunk length is fixed per engine,
-    so one graph per bucket covers every step.
+    The eager path is a :class:`~speechtrt.runtime.runner.TorchRunner` of ``asr_stream_step`` (it casts features to
+    the backend's dtype; on CUDA or in FP16 it runs a copy of ``model``, leaving the caller's model untouched). On
+    CUDA with ``cuda_graphs`` each batch-size bucket (powers of two up to ``max_batch``) is captured once as a CUDA
+    graph of the same module over static buffers; a batch of ``B`` streams is copied into the smallest bucket
+    ``>= B`` (the padded rows are zero state and zero features, and their outputs are ignored). The chunk length is
+    fixed per engine, so one graph per bucket covers every step. Graph outputs are the static buffers, valid until
+    the next step.
     """
 
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, device: str = "cpu", fp16: bool = False, cuda_graphs: bool = False,
                  max_batch: int = 64, chunk_frames: int = 16):
+        from speechtrt.export.components import component
+
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
         if fp16 and self.device.type != "cuda":
             raise InputError("FP16 streaming needs --device cuda (CPU kernels run FP32)")
-        self.dtype = torch.float16 if fp16 else torch.float32
-        self.state_dtype = self.dtype
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.runner = TorchRunner(component(COMPONENT), model, self.device, "fp16" if fp16 else "fp32")
+        self.dtype = self.state_dtype = self.runner.dtype
+        self.module = self.runner.module  # forward(features, ctx1, ctx2, h, c) -> OUTPUT_NAMES
+        self.model = self.module.model
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.max_batch = max_batch
         self.chunk_frames = chunk_frames
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, dict, dict]] = {}
-
-    def _eager(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
-            out = self.model.step(feeds["features"].to(self.dtype), *(feeds[k] for k in STATE_NAMES))
-        return dict(zip(OUTPUT_NAMES, out))
 
     def _bucket(self, batch: int) -> int:
         b = 1
@@ -92,23 +117,23 @@ class TorchStepBackend:
         if bucket not in self._graphs:
             static_in = {"features": torch.zeros(bucket, self.chunk_frames, self.model.config.input_dim,
                                                  device=self.device, dtype=self.dtype),
-                         **_zero_state(self.model, bucket, self.device, self.dtype)}
+                         **self.zero_state(bucket)}
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side), torch.inference_mode():
                 for _ in range(3):  # warm-up on a side stream, as CUDA graph capture requires
-                    self.model.step(*(static_in[k] for k in INPUT_NAMES))
+                    self.module(*(static_in[k] for k in INPUT_NAMES))
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph), torch.inference_mode():
-                static_out = dict(zip(OUTPUT_NAMES, self.model.step(*(static_in[k] for k in INPUT_NAMES))))
+                static_out = dict(zip(OUTPUT_NAMES, self.module(*(static_in[k] for k in INPUT_NAMES))))
             self._graphs[bucket] = (graph, static_in, static_out)
         return self._graphs[bucket]
 
     def step(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch, frames = feeds["features"].shape[:2]
         if not self.cuda_graphs or frames != self.chunk_frames:
-            return self._eager(feeds)
+            return self.runner.infer(feeds)
         graph, static_in, static_out = self._graph_for(self._bucket(batch))
         for name in INPUT_NAMES:
             dst = static_in[name]
@@ -121,125 +146,113 @@ class TorchStepBackend:
                 for name, t in static_out.items()}
 
     def zero_state(self, batch: int) -> dict[str, torch.Tensor]:
-        return _zero_state(self.model, batch, self.device, self.dtype)
+        return {k: v.to(device=self.device, dtype=self.dtype) for k, v in self.model.initial_state(batch).items()}
 
     def offline(self, features: torch.Tensor) -> torch.Tensor:
         state = self.zero_state(features.shape[0])
-        return self._eager({"features": features.to(self.device), **state})["log_probs"]
+        return self.runner.infer({"features": features.to(self.device), **state})["log_probs"]
 
     def describe(self) -> dict:
         return {"backend": "torch", "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "cuda_graphs": self.cuda_graphs}
 
 
-class OrtStepBackend:
-    """The exported ``asr_stream_step`` graph in ONNX Runtime on the CPU."""
+class _RunnerStepBackend:
+    """A step backend over a :class:`~speechtrt.runtime.runner.Runner` of ``asr_stream_step``.
+
+    ``step`` hands the engine the runner's outputs without copying them: a runner may return views of buffers it
+    reuses until its next call (TensorRT does), and the engine consumes each step's outputs before the next one.
+    ``offline`` copies (see :func:`offline_in_chunks`).
+    """
+
+    name: str
+    offline_chunk: int | None = None  # longest chunk one call takes; None: any length
+
+    def __init__(self, runner: Runner):
+        if set(runner.input_names) != set(INPUT_NAMES) or not set(OUTPUT_NAMES) <= set(runner.output_names):
+            source = getattr(runner, "path", runner.component)
+            raise EngineLoadError(
+                f"{source} has inputs {list(runner.input_names)} and outputs {list(runner.output_names)}, expected "
+                f"{list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}: export (and build) the {COMPONENT} component with "
+                "`speechtrt export --model asr-stream`")
+        self.runner = runner
+        self.device = runner.device
+        self.state_dtype = runner.dtype_of("h")
+        self._state_shapes: dict[str, list] = {}  # per state input; a non-int or negative entry is the batch axis
+
+    def step(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # on CUDA, run on the stream the engine produced the inputs on and consumes the outputs on
+        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        return self.runner.infer(feeds, stream=stream)
+
+    def zero_state(self, batch: int) -> dict[str, torch.Tensor]:
+        return {k: torch.zeros([d if isinstance(d, int) and d >= 0 else batch for d in shape], device=self.device,
+                               dtype=self.state_dtype) for k, shape in self._state_shapes.items()}
+
+    def offline(self, features: torch.Tensor) -> torch.Tensor:
+        return offline_in_chunks(self, features, self.offline_chunk)
+
+
+class OrtStepBackend(_RunnerStepBackend):
+    """An ``asr_stream_step`` ONNX graph in an :class:`~speechtrt.runtime.ort.OrtRunner`.
+
+    The runner binds its outputs without preallocated buffers, so ONNX Runtime hands back new arrays on every call.
+    """
 
     name = "ort"
 
-    def __init__(self, onnx_path: str | Path, threads: int | None = None):
-        from speechtrt.export.parity import ort_session
+    def __init__(self, runner):
+        super().__init__(runner)
+        self._state_shapes = {i.name: list(i.shape) for i in runner.session.get_inputs() if i.name in STATE_NAMES}
 
-        self.onnx_path = Path(onnx_path)
-        if not self.onnx_path.is_file():
-            raise InputError(f"ONNX graph {self.onnx_path} does not exist: run `speechtrt export --model asr-stream`")
-        self.session = ort_session(self.onnx_path, threads=threads)
-        names = {i.name for i in self.session.get_inputs()}
-        if names != set(INPUT_NAMES):
-            raise EngineLoadError(f"{self.onnx_path} has inputs {sorted(names)}, expected {list(INPUT_NAMES)}: "
-                                  "export the asr_stream_step component")
-        self.device = torch.device("cpu")
-        self.state_dtype = torch.float32
+    @classmethod
+    def open(cls, onnx_path: str | Path, device: str = "cpu", threads: int | None = None) -> "OrtStepBackend":
+        from speechtrt.runtime.ort import OrtRunner
 
-    def step(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        arrays = {k: np.ascontiguousarray(feeds[k].numpy()) for k in INPUT_NAMES}
-        outs = self.session.run(list(OUTPUT_NAMES), arrays)
-        return {k: torch.from_numpy(v) for k, v in zip(OUTPUT_NAMES, outs)}
-
-    def zero_state(self, batch: int) -> dict[str, torch.Tensor]:
-        return {i.name: torch.zeros([d if isinstance(d, int) else batch for d in i.shape])
-                for i in self.session.get_inputs() if i.name in STATE_NAMES}  # string dims: the batch axis
-
-    def offline(self, features: torch.Tensor) -> torch.Tensor:
-        state = self.zero_state(features.shape[0])
-        return self.step({"features": features.contiguous(), **state})["log_probs"]
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise InputError(f"ONNX graph {path} does not exist: run `speechtrt export --model asr-stream`")
+        return cls(OrtRunner(path, device=device, threads=threads))
 
     def describe(self) -> dict:
-        return {"backend": "ort", "device": "cpu", "dtype": "float32", "onnx": str(self.onnx_path)}
+        return {"backend": "ort", "device": str(self.device), "dtype": str(self.state_dtype).removeprefix("torch."),
+                "onnx": str(self.runner.path), "precision": self.runner.precision}
 
 
-class TrtStepBackend:
-    """A TensorRT engine of ``asr_stream_step`` (FP32/FP16/INT8 as built), driven with torch CUDA tensors.
+class TrtStepBackend(_RunnerStepBackend):
+    """An ``asr_stream_step`` plan (FP32/FP16/INT8 as built) in a :class:`~speechtrt.runtime.trt.TrtRunner`.
 
-    The engine must have an optimization profile covering the batch sizes and the chunk length used. Inputs and
-    outputs are bound by name with ``set_tensor_address``; outputs are allocated once per batch size.
+    The runner checks the plan against its build manifest before deserializing it. The engine's optimization
+    profile must cover the batch sizes and chunk length used; ``offline`` runs longer utterances as consecutive
+    chunks of the profile's longest chunk. State is kept in the engine's state input dtype.
     """
 
     name = "trt"
 
-    def __init__(self, plan_path: str | Path):
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            raise EngineLoadError("--backend trt needs the `tensorrt` package (pip install tensorrt from "
-                                  "NVIDIA's index) on a machine with a supported GPU") from exc
-        if not torch.cuda.is_available():
-            raise EngineLoadError("--backend trt needs a CUDA GPU; use --backend torch or ort here")
-        plan_path = Path(plan_path)
-        if not plan_path.is_file():
-            raise EngineLoadError(f"engine {plan_path} does not exist: build it with `speechtrt build --model "
-                                  "asr-stream`")
-        self._trt = trt
-        logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(plan_path.read_bytes())
-        if self.engine is None:
-            raise EngineLoadError(f"{plan_path} does not deserialize with TensorRT {trt.__version__} on "
-                                  f"{torch.cuda.get_device_name()}: rebuild it for this GPU and TensorRT version")
-        self.context = self.engine.create_execution_context()
-        self.device = torch.device("cuda")
-        self.state_dtype = torch.float32
-        self.plan_path = plan_path
-        self._outputs: dict[tuple, dict[str, torch.Tensor]] = {}
+    def __init__(self, runner):
+        super().__init__(runner)
+        self._state_shapes = {k: list(runner.engine.get_tensor_shape(k)) for k in STATE_NAMES}  # -1: the batch
+        max_chunk = runner.max_shapes["features"][1]
+        self.offline_chunk = max_chunk - max_chunk % 4
 
-    def zero_state(self, batch: int) -> dict[str, torch.Tensor]:
-        return {k: torch.zeros([d if d >= 0 else batch for d in self.engine.get_tensor_shape(k)], device=self.device)
-                for k in STATE_NAMES}  # -1 marks the dynamic batch axis
+    @classmethod
+    def open(cls, plan_path: str | Path, device: str = "cuda") -> "TrtStepBackend":
+        from speechtrt.runtime.trt import TrtRunner
 
-    def step(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        ctx = self.context
-        for name in INPUT_NAMES:
-            t = feeds[name].contiguous()
-            feeds[name] = t
-            ctx.set_input_shape(name, tuple(t.shape))
-            ctx.set_tensor_address(name, t.data_ptr())
-        key = tuple(feeds["features"].shape)
-        if key not in self._outputs:
-            self._outputs[key] = {n: torch.empty(tuple(ctx.get_tensor_shape(n)), device=self.device,
-                                                 dtype=torch.float32) for n in OUTPUT_NAMES}
-        outs = self._outputs[key]
-        for name, t in outs.items():
-            ctx.set_tensor_address(name, t.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not ctx.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(f"TensorRT execution of {self.plan_path} failed for input shape {key}")
-        stream.synchronize()
-        return dict(outs)
+        return cls(TrtRunner(plan_path, device))
 
-    def offline(self, features: torch.Tensor) -> torch.Tensor:
-        state = self.zero_state(features.shape[0])
-        # The engine's chunk profile bounds T; longer utterances run as consecutive full chunks.
-        max_t = self.engine.get_tensor_profile_shape("features", 0)[2][1]
-        max_t -= max_t % 4
-        outs = []
-        for start in range(0, features.shape[1], max_t):
-            r = self.step({"features": features[:, start:start + max_t].to(self.device), **state})
-            outs.append(r["log_probs"].clone())
-            state = {k: r[f"{k}_out"].clone() for k in STATE_NAMES}
-        return torch.cat(outs, dim=1)
+    @classmethod
+    def from_engine_dir(cls, engine_dir: str | Path, precision: str = "fp32", device: str = "cuda"):
+        """The plan ``<engine_dir>/<sm_XX>/asr-stream/asr_stream_step.<precision>.plan`` for the GPU present."""
+        from speechtrt.runtime.trt import make_trt_runner
+
+        return cls(make_trt_runner(engine_dir, COMPONENT, precision, device))
 
     def describe(self) -> dict:
-        return {"backend": "trt", "device": torch.cuda.get_device_name(), "engine": str(self.plan_path),
-                "tensorrt": self._trt.__version__}
+        trt = self.runner.trt
+        return {"backend": "trt", "device": torch.cuda.get_device_name(self.device), "engine": str(self.runner.path),
+                "precision": self.runner.precision,
+                "tensorrt": f"{trt.__name__} {getattr(trt, '__version__', 'unknown')}"}
 
 
 def default_onnx_for(model: torch.nn.Module, cache_dir: str | Path) -> Path:
@@ -252,24 +265,34 @@ def default_onnx_for(model: torch.nn.Module, cache_dir: str | Path) -> Path:
         digest.update(k.encode())
         digest.update(v.detach().cpu().contiguous().numpy().tobytes())
     out = Path(cache_dir) / digest.hexdigest()[:16]
-    path = out / "asr_stream_step.onnx"
+    path = out / f"{COMPONENT}.onnx"
     if not path.is_file():
-        export_component(component("asr_stream_step"), model, out, check=False)
+        export_component(component(COMPONENT), model, out, check=False)
     return path
 
 
 def make_backend(name: str, model: torch.nn.Module, *, device: str = "cpu", fp16: bool = False,
                  cuda_graphs: bool = False, max_batch: int = 64, chunk_frames: int = 16,
                  onnx_path: str | Path | None = None, engine_path: str | Path | None = None,
-                 threads: int | None = None, cache_dir: str | Path = "tmp/cache/stream/onnx") -> StepBackend:
-    """Build the backend the CLI names. ``ort`` exports ``model`` when no ``onnx_path`` is given."""
+                 engine_dir: str | Path | None = None, precision: str = "fp32", threads: int | None = None,
+                 cache_dir: str | Path = "tmp/cache/stream/onnx") -> StepBackend:
+    """Build the backend the CLI names.
+
+    ``ort`` exports ``model`` when no ``onnx_path`` is given. ``trt`` opens ``engine_path`` when given, else the
+    ``precision`` plan for the GPU present under ``engine_dir`` (laid out as ``speechtrt build`` writes it); it runs
+    on ``device`` when that is a CUDA device, else on ``cuda``.
+    """
     if name == "torch":
         return TorchStepBackend(model, device=device, fp16=fp16, cuda_graphs=cuda_graphs, max_batch=max_batch,
                                 chunk_frames=chunk_frames)
     if name == "ort":
-        return OrtStepBackend(onnx_path or default_onnx_for(model, cache_dir), threads=threads)
+        return OrtStepBackend.open(onnx_path or default_onnx_for(model, cache_dir), device=device, threads=threads)
     if name == "trt":
-        if engine_path is None:
-            raise InputError("--backend trt needs --engine PATH (an asr_stream_step plan built by `speechtrt build`)")
-        return TrtStepBackend(engine_path)
+        gpu = device if str(device).startswith("cuda") else "cuda"
+        if engine_path is not None:
+            return TrtStepBackend.open(engine_path, gpu)
+        if engine_dir is not None:
+            return TrtStepBackend.from_engine_dir(engine_dir, precision, gpu)
+        raise InputError("--backend trt needs --engine PATH or --engine-dir DIR (an asr_stream_step plan built by "
+                         "`speechtrt build --model asr-stream`)")
     raise InputError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

@@ -48,3 +48,32 @@ def test_synth_writes_manifest_and_16k_audio_with_unseen_sentences(tmp_path):
     assert {r.text for r in train_rows}.isdisjoint({r.text for r in rows})
     assert {r.speaker for r in train_rows}.isdisjoint({r.speaker for r in rows})
     assert all(sentence_split(r.text) == "train" for r in train_rows)
+
+
+def test_dev_split_uses_training_sentences_the_excluded_manifest_did_not(tmp_path):
+    from speechtrt.asr.data import TRAIN_VARIANTS, Utterance, plan_utterances, write_manifest
+    from speechtrt.asr.normalize import normalize_text
+
+    train_cfg = SynthConfig(split="train", accents=("en-us",), speakers_per_accent=2, sentences_per_speaker=30)
+    used = [sentence for _, sentence, _, _ in plan_utterances(train_cfg)]
+    manifest = write_manifest(tmp_path / "train.jsonl",
+                              [Utterance(f"wav/{i}.wav", s, 1.0, "en-us", "x") for i, s in enumerate(used)])
+    dev = list(plan_utterances(SynthConfig(split="dev", accents=("en-us", "en-gb"), speakers_per_accent=2,
+                                           sentences_per_speaker=40, exclude=(str(manifest),))))
+    assert len(dev) == 2 * 2 * 40
+    used_norm = {normalize_text(s) for s in used}
+    assert all(sentence_split(s) == "train" and normalize_text(s) not in used_norm for _, s, _, _ in dev)
+    assert all(speaker.variant in TRAIN_VARIANTS for speaker, *_ in dev)
+    # a paired design like the test split: every dev speaker reads the same sentences
+    by_speaker = {}
+    for speaker, sentence, *_ in dev:
+        by_speaker.setdefault(speaker.id, []).append(sentence)
+    assert len({tuple(v) for v in by_speaker.values()}) == 1
+
+
+def test_unknown_split_is_refused():
+    from speechtrt.asr.data import plan_utterances
+    from speechtrt.errors import InputError
+
+    with pytest.raises(InputError, match="unknown split 'valid'"):
+        list(plan_utterances(SynthConfig(split="valid")))

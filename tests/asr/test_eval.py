@@ -94,3 +94,40 @@ def test_eval_reports_keys_and_lists_bad_inputs(tiny_set, tmp_path):
     assert (tmp_path / "asr_wer_vs_rtfx.png").stat().st_size > 1000
     sp = saved["speed"]["seed_loop_vs_batched"]
     assert sp["identical_transcripts"] == 1.0 and sp["utterances"] == n_good + 2
+
+
+@pytest.fixture(scope="module")
+def dev_set(tmp_path_factory, tiny_set):
+    root = tmp_path_factory.mktemp("asr_dev")
+    _, test_manifest, _, _ = tiny_set
+    return synthesize(root, SynthConfig(split="dev", accents=("en-us",), speakers_per_accent=2,
+                                        sentences_per_speaker=3, exclude=(str(test_manifest),)))
+
+
+@pytest.mark.slow
+def test_eval_tunes_the_lm_decoder_on_a_dev_set_and_calibrates_static_int8(tiny_set, dev_set, tmp_path):
+    root, manifest, ckpt, n_good = tiny_set
+    report = evaluate(EvalConfig(manifest=str(manifest), checkpoints=(str(ckpt),), backends=("ort",),
+                                 precisions=("fp32", "int8"), n_boot=50, out_dir=str(tmp_path), seed_loop=False,
+                                 tune_on=str(dev_set), beam=4, plots=False), log=lambda m: None)
+    dec = report["decoder"]
+    assert dec["primary"] == "lm" and dec["lm"]["order"] == 3 and dec["lm"]["vocabulary"] > 1000
+    tuning = dec["tuning"]
+    assert tuning["manifest"] == str(dev_set) and tuning["utterances"] == 6
+    assert len(tuning["grid"]) == 20
+    assert (dec["alpha"], dec["beta"]) == (tuning["alpha"], tuning["beta"])
+    assert tuning["wer"] == min(g["wer"] for g in tuning["grid"])
+    assert "static QDQ" in report["quantization"]["ort_int8"]
+    assert {"asr-small/ort/fp32", "asr-small/ort/int8"} <= set(report["models"])
+    m = report["models"]["asr-small/ort/int8"]
+    assert m["decode_seconds"] > 0 and 0 < m["rtfx_with_decoder"] < m["rtfx"]
+    assert "beam search" in (tmp_path / "asr_eval.md").read_text()
+
+
+def test_eval_refuses_a_dev_set_that_shares_test_sentences(tiny_set, tmp_path):
+    from speechtrt.errors import InputError
+
+    root, manifest, ckpt, _ = tiny_set
+    with pytest.raises(InputError, match="shares .* sentence"):
+        evaluate(EvalConfig(manifest=str(manifest), checkpoints=(str(ckpt),), backends=("torch",),
+                            precisions=("fp32",), tune_on=str(manifest), out_dir=str(tmp_path)), log=lambda m: None)
