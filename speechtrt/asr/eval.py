@@ -20,7 +20,9 @@ process with the same thread count, so the batched speed-up is measured, not ass
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import platform
@@ -264,6 +266,18 @@ def _stream_feeds(model, x: np.ndarray) -> dict[str, np.ndarray]:
     return {"features": x, **{k: np.repeat(v, b, axis=1 if k in ("h", "c") else 0) for k, v in state.items()}}
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's quantizer logs advice on the root logger for every graph; keep the console for results."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_int8_static(fp32: Path, out: Path, calibration: list[dict[str, np.ndarray]]) -> Path:
     """ONNX Runtime INT8: static QDQ for Conv/MatMul/Gemm (per-channel symmetric INT8 weights, asymmetric UINT8
     activations whose ranges (min/max) come from ``calibration`` feeds), then the LSTMs' weights dynamically
@@ -280,23 +294,24 @@ def quantize_int8_static(fp32: Path, out: Path, calibration: list[dict[str, np.n
         def get_next(self):
             return next(self._it, None)
 
-    source = fp32
-    try:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        pre = out.with_suffix(".pre.onnx")
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        source = pre
-    except Exception:  # pre-processing is an optimisation; quantize the plain graph when it refuses
+    with _quiet_root_logger():
         source = fp32
-    static = out.with_suffix(".static.onnx")
-    quantize_static(str(source), str(static), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["Conv", "MatMul", "Gemm"])
-    if any(n.op_type == "LSTM" for n in onnx.load(str(static), load_external_data=False).graph.node):
-        quantize_dynamic(str(static), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
-    else:
-        static.replace(out)
+        try:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            pre = out.with_suffix(".pre.onnx")
+            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            source = pre
+        except Exception:  # pre-processing is an optimisation; quantize the plain graph when it refuses
+            source = fp32
+        static = out.with_suffix(".static.onnx")
+        quantize_static(str(source), str(static), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+        if any(n.op_type == "LSTM" for n in onnx.load(str(static), load_external_data=False).graph.node):
+            quantize_dynamic(str(static), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
+        else:
+            static.replace(out)
     return out
 
 
@@ -324,7 +339,8 @@ def _ort_runner(model, precision: str, workdir: Path, threads: int, streaming: b
 
         path = workdir / f"{comp.name}.int8-dynamic.onnx"
         if not path.exists():
-            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+            with _quiet_root_logger():
+                quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
     elif precision == "fp16":
         try:
             import onnx

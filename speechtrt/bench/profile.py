@@ -42,6 +42,8 @@ class ProfileConfig:
     out_dir: str = "reports"
     threads: int | None = None
     growth_points: tuple[int, ...] = (1, 64, 128, 250)  # frame counts for the seed-vs-KV comparison
+    engine_dir: str = "engines"  # trt: plans written by `speechtrt build` for the GPU present
+    precision: str = "fp16"  # trt: which plan of each stage
 
 
 def _stage_inputs(model, text: str, batch: int, past: int, device) -> dict[str, dict[str, torch.Tensor]]:
@@ -89,6 +91,37 @@ def profile_ort(cfg: ProfileConfig, model, log: Callable[[str], None]) -> dict:
         nodes = _parse_ort_trace(trace, skip_first_run=True)
         out[stage] = _summarize_nodes(nodes, calls, walls, cfg.top)
         log(f"ort {stage}: {np.median(walls) * 1e3:.2f} ms per call")
+    return out
+
+
+def profile_trt(cfg: ProfileConfig, model, log: Callable[[str], None]) -> dict:
+    """Per-layer times from TensorRT's ``IProfiler`` for each stage's plan (``engine_dir``/``precision``, built by
+    ``speechtrt build`` from the same seeded export). The profiler synchronises after every layer, so its wall
+    times are upper bounds; the layer shares are what it is for. Layer kinds are the last part of TensorRT's layer
+    names (fused layers keep TensorRT's own name)."""
+    from speechtrt.runtime.trt import make_trt_runner
+
+    out = {}
+    for stage, comp in zip(STAGES, ("tts_encoder", "tts_decoder_step", "tts_vocoder")):
+        runner = make_trt_runner(cfg.engine_dir, comp, cfg.precision)
+        calls = cfg.decode_steps if stage == "decoder_step" else 5
+        runner.infer(_stage_inputs(model, cfg.text, cfg.batch, 1, "cuda")[stage])  # warm-up, unprofiled
+        torch.cuda.synchronize()
+        times = runner.layer_times()
+        walls = []
+        for i in range(calls):
+            past = max(1, (i * 250) // max(calls, 1)) if stage == "decoder_step" else 0
+            feeds = _stage_inputs(model, cfg.text, cfg.batch, past, "cuda")[stage]
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            runner.infer(feeds)
+            torch.cuda.synchronize()
+            walls.append(time.perf_counter() - t0)
+        nodes = [{"name": layer, "op": layer.rstrip("]}").rsplit("/", 1)[-1][:60], "us": ms * 1e3}
+                 for layer, samples in times.items() for ms in samples]
+        out[stage] = _summarize_nodes(nodes, calls, walls, cfg.top)
+        runner.close()
+        log(f"trt {stage}: {np.median(walls) * 1e3:.2f} ms per call (profiled), {len(times)} layers")
     return out
 
 
@@ -226,6 +259,10 @@ def run_profile(cfg: ProfileConfig, log: Callable[[str], None] = print) -> dict:
         result["ort"] = profile_ort(cfg, model, log)
     if "torch" in cfg.backends:
         result["torch"] = profile_torch(cfg, model, log)
+    if "trt" in cfg.backends:
+        if not cfg.device.startswith("cuda"):
+            raise InputError("TensorRT layer times need --device cuda (and plans from `speechtrt build`)")
+        result["trt"] = profile_trt(cfg, model, log)
     result["baseline_growth"] = baseline_growth(model, torch.device(cfg.device), cfg.growth_points)
     bench_path = Path(cfg.out_dir) / "tts_bench.json"
     result["bench"] = json.loads(bench_path.read_text()) if bench_path.is_file() else None
@@ -246,16 +283,16 @@ def render_profile(r: dict, bench: dict | None) -> str:
              "0 → 250 frames.", ""]
     lines += ["## Stage summary", ""]
     rows = []
-    for backend in ("ort", "torch"):
+    for backend in ("ort", "torch", "trt"):
         for stage, s in r.get(backend, {}).items():
             per_call = s.get("nodes_per_call", s.get("ops_per_call"))
             gbps = wb[stage] / (s["wall_ms_p50"] / 1e3) / 1e9
             rows.append([backend, stage, s["wall_ms_p50"], per_call, wb[stage] / 2**20, gbps])
     lines += [markdown_table(["backend", "stage", "ms per call (p50)", "ops/kernels per call", "weights MiB",
                               "weight GB/s"], rows), ""]
-    for backend in ("ort", "torch"):
+    for backend in ("ort", "torch", "trt"):
         for stage, s in r.get(backend, {}).items():
-            lines += [f"### {backend} · {stage} — top operators", ""]
+            lines += [f"### {backend} · {stage} — top {'layers' if backend == 'trt' else 'operators'}", ""]
             rows = [[o["op"], o["ms_per_call"], f"{o['share'] * 100:.1f}%"] for o in s["top_ops"]]
             lines += [markdown_table(["operator", "ms per call", "share"], rows), ""]
             if "top_nodes" in s:
@@ -272,7 +309,7 @@ def render_profile(r: dict, bench: dict | None) -> str:
 def _findings(r: dict, bench: dict | None) -> list[str]:
     out = []
     wb = r["weight_bytes"]
-    for backend in ("ort", "torch"):
+    for backend in ("ort", "torch", "trt"):
         stages = r.get(backend)
         if not stages:
             continue

@@ -84,7 +84,7 @@ def update_manifest(folder: str | Path, gpu: str, model: str, key: str, entry: d
 def _rebuild_command(gpu: str, model: str, precision: str, engines_root: Path | None) -> str:
     cmd = f"speechtrt build --gpu {gpu} --model {model} --{precision}"
     if engines_root is not None and engines_root != Path("engines"):
-        cmd += f" --engines-dir {engines_root}"
+        cmd += f" --engine-dir {engines_root}"
     return f"`{cmd}`"
 
 

@@ -67,7 +67,8 @@ def register(app: typer.Typer) -> None:
             "all", "--model", help="tts|asr-small|asr-medium|asr-large|asr-stream|all."
         ),
         onnx_dir: Path = typer.Option(Path("out/onnx"), "--onnx-dir", help="Folder with the exported graphs."),
-        engines_dir: Path = typer.Option(Path("engines"), "--engines-dir", help="Root folder for plans."),
+        engines_dir: Path = typer.Option(Path("engines"), "--engine-dir", "--engines-dir",
+                                         help="Root folder for plans (the folder bench/profile/stream read)."),
         shape: list[str] = typer.Option(
             [], "--shape", help="Override a dim's profile range, NAME=MIN:OPT:MAX (repeatable), e.g. batch=1:8:32."
         ),

@@ -43,7 +43,8 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(1, help="CPU threads for torch and ONNX Runtime."),
         out: Path = typer.Option(Path("reports"), help="Report folder (asr_eval.json, asr_eval.md, PNGs)."),
         quick: bool = typer.Option(False, help="Synthesize a small accented set (6 accents x 4 unseen speakers x 3 "
-                                   "unseen sentences) and evaluate the shipped checkpoints on it."),
+                                   "unseen sentences) and a 30-utterance dev set for INT8 calibration, and evaluate "
+                                   "the shipped checkpoints on it."),
         seed_loop: bool = typer.Option(True, help="Also time the seed's per-utterance loop on the same set."),
         seed: int = typer.Option(0),
     ) -> None:
@@ -64,6 +65,13 @@ def register(app: typer.Typer) -> None:
                 console.print(f"synthesizing a quick accented test set into {manifest.parent} ...")
                 synthesize(manifest.parent, SynthConfig(split="test", speakers_per_accent=4, sentences_per_speaker=3,
                                                         seed=seed))
+            dev = manifest.parent / "dev.jsonl"
+            if calib_manifest is None and tune_on is None:
+                if not dev.exists():
+                    console.print(f"synthesizing a small calibration set (dev split) into {dev.parent} ...")
+                    synthesize(dev.parent, SynthConfig(split="dev", speakers_per_accent=1, sentences_per_speaker=5,
+                                                       seed=seed))
+                calib_manifest = dev
             n_boot = min(n_boot, 500)
         else:
             manifest = manifest or Path("data/asr/test.jsonl")

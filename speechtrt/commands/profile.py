@@ -15,11 +15,14 @@ def register(app: typer.Typer) -> None:
     def profile(
         device: str = typer.Option("cpu", "--device", "-d", help="cpu | cuda"),
         backend: str = typer.Option("", "--backend", "-b",
-                                    help="Comma list of ort, torch (default: ort,torch on CPU; torch on CUDA)."),
+                                    help="Comma list of ort, torch, trt (default: ort,torch on CPU; torch on CUDA; "
+                                         "trt = TensorRT per-layer times of built plans, CUDA only)."),
         steps: int = typer.Option(64, help="Decoder steps to profile (past grows 0 → 250 frames)."),
         batch: int = typer.Option(1, help="Batch size of every stage."),
         top: int = typer.Option(8, help="Operators listed per stage."),
         onnx_dir: Path = typer.Option(Path("out/onnx"), help="ONNX graphs for the ort profile (exported if missing)."),
+        engine_dir: Path = typer.Option(Path("engines"), help="Plans for the trt profile (speechtrt build)."),
+        precision: str = typer.Option("fp16", help="Which plan precision the trt profile uses: fp32, fp16, int8."),
         out: Path = typer.Option(Path("reports"), "--out", "-o", help="Folder for profile.md / profile.json."),
         threads: int = typer.Option(0, help="CPU threads (0: library defaults)."),
         quick: bool = typer.Option(False, "--quick", help="Smoke-test size: 4 steps, short seed-growth points."),
@@ -29,10 +32,14 @@ def register(app: typer.Typer) -> None:
 
         gpu = device.startswith("cuda")
         names = tuple(x.strip() for x in (backend or ("torch" if gpu else "ort,torch")).split(",") if x.strip())
-        bad = [n for n in names if n not in ("ort", "torch")]
+        bad = [n for n in names if n not in ("ort", "torch", "trt")]
         if bad:
-            raise InputError(f"--backend: unknown {bad}; choose ort and/or torch (TensorRT layer times come from "
-                             "TrtRunner's profiler where an engine runs)")
+            raise InputError(f"--backend: unknown {bad}; choose from ort, torch, trt")
+        if "trt" in names and not gpu:
+            raise InputError("--backend trt profiles TensorRT plans on a GPU: add --device cuda (on a CPU machine "
+                             "use ort and torch)")
+        if precision not in ("fp32", "fp16", "int8"):
+            raise InputError(f"--precision {precision!r}: choose fp32, fp16 or int8")
         if steps < 1 or batch < 1:
             raise InputError("--steps and --batch must be >= 1")
         console = Console()
@@ -40,6 +47,7 @@ def register(app: typer.Typer) -> None:
             steps, top = min(steps, 4), min(top, 5)
         cfg = ProfileConfig(device=device, backends=names, decode_steps=steps, batch=batch, top=top,
                             onnx_dir=str(onnx_dir), out_dir=str(out), threads=threads or None,
+                            engine_dir=str(engine_dir), precision=precision,
                             growth_points=(1, 16) if quick else (1, 64, 128, 250))
         with console.status("profiling TTS stages"):
             run_profile(cfg, log=console.print)

@@ -67,3 +67,32 @@ def test_profile_quick_writes_stage_tables(tmp_path, tts_onnx_dir):
 def test_bench_refuses_bad_flags(tmp_path):
     res = CliRunner().invoke(app, ["bench", "--backend", "tensorflow", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "unknown value(s) ['tensorflow']" in str(res.exception)
+
+
+def test_profile_trt_needs_a_gpu_and_says_so(tmp_path):
+    res = CliRunner().invoke(app, ["profile", "--backend", "trt", "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "--device cuda" in str(res.exception)
+    res = CliRunner().invoke(app, ["profile", "--backend", "ort,onnx", "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "unknown ['onnx']" in str(res.exception)
+
+
+@pytest.mark.gpu
+def test_profile_trt_reports_layer_times(tmp_path, tts_onnx_dir):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    pytest.importorskip("tensorrt")
+    from speechtrt.build.arch import current_device
+
+    engines = tmp_path / "engines"
+    res = CliRunner().invoke(app, ["build", "--model", "tts", "--gpu", current_device().sm, "--fp32",
+                                   "--onnx-dir", str(tts_onnx_dir), "--engine-dir", str(engines)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "reports"
+    res = CliRunner().invoke(app, ["profile", "--quick", "--device", "cuda", "--backend", "trt", "--precision",
+                                   "fp32", "--engine-dir", str(engines), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "profile.json").read_text())
+    assert data["trt"]["decoder_step"]["top_ops"][0]["ms_per_call"] > 0
+    assert "trt · decoder_step" in (out / "profile.md").read_text()

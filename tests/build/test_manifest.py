@@ -51,7 +51,7 @@ def test_missing_plan_names_the_build_command(plan, rtx):
         check_engine(plan, backend=rtx, device=None)
     msg = str(err.value)
     assert "engine tts_vocoder (fp32, sm86" in msg and "does not exist" in msg
-    assert "speechtrt build --gpu sm86 --model tts --fp32 --engines-dir" in msg
+    assert "speechtrt build --gpu sm86 --model tts --fp32 --engine-dir" in msg
 
 
 def test_truncated_plan_is_refused(plan, rtx):
