@@ -196,6 +196,22 @@ class _Hyp:
         self.words = words
 
 
+def _child(parent: _Hyp, text: str, lm: NGramLM | None, order: int) -> _Hyp:
+    """The hypothesis for ``text``, ``parent``'s text plus one character: a space completes the last word (the
+    language model scores it); a letter that leaves the partial word no known word's prefix charges the
+    unknown-word probability once, so such prefixes do not outrank real words until they end."""
+    if lm is None:
+        return _Hyp(0.0, (), 0)
+    if text.endswith(" "):
+        word = text[:-1].rsplit(" ", 1)[-1]
+        ctx = (*parent.ctx, word)[-(order - 1):] if order > 1 else ()
+        return _Hyp(parent.lm + lm.logp(parent.ctx, word), ctx, parent.words + 1)
+    pending = parent.pending
+    if not pending and not lm.is_prefix(text.rsplit(" ", 1)[-1]):
+        pending = lm.logp(parent.ctx, UNKNOWN_WORD)
+    return _Hyp(parent.lm, parent.ctx, parent.words, pending)
+
+
 def ctc_beam_search(log_probs: np.ndarray, lm: NGramLM | None, cfg: BeamConfig = BeamConfig()) -> str:
     """Best transcript of one utterance. ``log_probs``: [T, V] CTC log-probabilities over the seed's character
     table (only the blank and the normaliser's alphabet are searched), or [T, 1 + alphabet] already reduced to
@@ -213,54 +229,39 @@ def ctc_beam_search(log_probs: np.ndarray, lm: NGramLM | None, cfg: BeamConfig =
     start.pb = 0.0
     beams: dict[str, _Hyp] = {"": start}
 
-    def score(text: str, h: _Hyp) -> float:
+    def score(h: _Hyp) -> float:
         return _logadd(h.pb, h.pnb) + alpha * (h.lm + h.pending) + beta * h.words
 
     for frame in lp:
         nxt: dict[str, _Hyp] = {}
-
-        def get(text: str, parent: _Hyp, completes: str | None) -> _Hyp:
-            h = nxt.get(text)
-            if h is None:
-                if completes is None and (lm is None or parent.pending or text == parent_text
-                                          or lm.is_prefix(text.rsplit(" ", 1)[-1])):
-                    h = _Hyp(parent.lm, parent.ctx, parent.words, parent.pending)
-                elif completes is None:  # the partial word can no longer become a known word
-                    h = _Hyp(parent.lm, parent.ctx, parent.words, lm.logp(parent.ctx, UNKNOWN_WORD))
-                else:  # a word ends here: apply the language model to it
-                    w_lm = lm.logp(parent.ctx, completes) if lm is not None else 0.0
-                    ctx = (*parent.ctx, completes)[-(order - 1):] if order > 1 else ()
-                    h = _Hyp(parent.lm + w_lm, ctx, parent.words + 1)
-                nxt[text] = h
-            return h
-
-        candidates = [i for i in np.flatnonzero(frame[1:] > cfg.prune) + 1]
+        candidates = np.flatnonzero(frame[1:] > cfg.prune) + 1
         blank = frame[0]
         for text, h in beams.items():
-            parent_text = text
             total = _logadd(h.pb, h.pnb)
-            same = get(text, h, None)
+            same = nxt.get(text)
+            if same is None:
+                same = nxt[text] = _Hyp(h.lm, h.ctx, h.words, h.pending)
             same.pb = _logadd(same.pb, total + blank)
             last = text[-1] if text else ""
             for i in candidates:
                 ch = _CHARS[i - 1]
                 p = frame[i]
                 if ch == last:
-                    same.pnb = _logadd(same.pnb, h.pnb + p)  # repeat collapses
+                    same.pnb = _logadd(same.pnb, h.pnb + p)  # a repeat without a blank collapses
                     if ch == " ":
                         same.pnb = _logadd(same.pnb, h.pb + p)  # "space blank space" is still one space
                         continue
-                    new = get(text + ch, h, None)
-                    new.pnb = _logadd(new.pnb, h.pb + p)
-                    continue
-                if ch == " ":
-                    if not text:
-                        continue  # no leading space
-                    new = get(text + ch, h, text.rsplit(" ", 1)[-1])
+                    via = h.pb + p  # the same letter again after a blank
+                elif ch == " " and not text:
+                    continue  # no leading space
                 else:
-                    new = get(text + ch, h, None)
-                new.pnb = _logadd(new.pnb, total + p)
-        beams = dict(sorted(nxt.items(), key=lambda kv: score(*kv), reverse=True)[: cfg.beam])
+                    via = total + p
+                new_text = text + ch
+                new = nxt.get(new_text)
+                if new is None:
+                    new = nxt[new_text] = _child(h, new_text, lm, order)
+                new.pnb = _logadd(new.pnb, via)
+        beams = dict(sorted(nxt.items(), key=lambda kv: score(kv[1]), reverse=True)[: cfg.beam])
 
     best_text, best = "", -math.inf
     for text, h in beams.items():
@@ -278,12 +279,6 @@ def ctc_beam_search(log_probs: np.ndarray, lm: NGramLM | None, cfg: BeamConfig =
         if s > best:
             best_text, best = text, s
     return " ".join(best_text.split())
-
-
-def beam_decode_batch(log_probs: np.ndarray, lengths: np.ndarray, lm: NGramLM | None,
-                      cfg: BeamConfig = BeamConfig()) -> list[str]:
-    """:func:`ctc_beam_search` for each row of a padded batch ``[B, T, V]`` with valid lengths ``[B]``."""
-    return [ctc_beam_search(row[: int(n)], lm, cfg) for row, n in zip(np.asarray(log_probs), np.asarray(lengths))]
 
 
 def tune_weights(log_probs: Sequence[np.ndarray], references: Sequence[str], lm: NGramLM,
