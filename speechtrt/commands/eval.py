@@ -11,7 +11,7 @@ from rich.table import Table
 
 from speechtrt.errors import InputError
 
-DEFAULT_CHECKPOINTS = ("checkpoints/asr-small.pt", "checkpoints/asr-stream.pt")
+DEFAULT_CHECKPOINTS = ("checkpoints/asr-small.pt", "checkpoints/asr-medium.pt", "checkpoints/asr-stream.pt")
 
 
 def _split(value: str) -> tuple[str, ...]:
