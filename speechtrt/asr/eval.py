@@ -11,8 +11,8 @@ dialect tests with Holm correction (:mod:`speechtrt.asr.stats`).
 Timing: compute = backend forward + greedy decode, summed over batches after one untimed warm-up batch; RTF =
 compute / audio, RTFx = audio / compute. The beam search's time is reported on its own (``decode_seconds``,
 ``rtfx_with_decoder``): it is single-threaded Python and the same for every backend. An utterance's latency is the
-time of the batch that carried it (what a caller waiting for that transcript sees in offline batch mode). Memory: peak resident set size sampled during the
-variant's run (CPU), or peak CUDA allocation on a GPU.
+time of the batch that carried it (what a caller waiting for that transcript sees in offline batch mode). Memory:
+peak resident set size sampled during the variant's run (CPU), or peak CUDA allocation on a GPU.
 
 The seed's per-utterance loop (batch 1, per-token ``.item()`` CTC decode) runs on the same utterances in the same
 process with the same thread count, so the batched speed-up is measured, not assumed.
@@ -559,10 +559,15 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
         f"{len(set(speakers))} speakers; {len(problems)} input problem(s)")
 
     lexicon = training_lexicon(cfg.text_source) if cfg.decoder in ("lexicon", "lm") else None
+    dev = load_dev_set(cfg.tune_on, refs, "development") if cfg.tune_on else None
     decoder = None
     if cfg.decoder == "lm":
-        decoder = LMDecoder.prepare(cfg, refs, log)
-    calibration = calibration_batches(cfg.calib_manifest or cfg.tune_on, refs, log)
+        decoder = LMDecoder.prepare(cfg, refs, dev, log)
+    if cfg.calib_manifest and cfg.calib_manifest != cfg.tune_on:
+        calib = load_dev_set(cfg.calib_manifest, refs, "calibration")
+        calibration = calibration_batches(calib, cfg.calib_manifest, log)
+    else:
+        calibration = calibration_batches(dev, cfg.tune_on, log) if dev else None
 
     variants: list[Scored] = []
     skipped = []
@@ -635,7 +640,8 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
                     }
                     log(f"seed per-utterance loop {loop['compute_seconds']:.2f} s vs batched "
                         f"{batched.run.compute_s:.2f} s compute ({seed_speed['speedup']:.1f}x); end to end "
-                        f"{loop['end_to_end_seconds']:.2f} s vs {ours_e2e:.2f} s ({seed_speed['end_to_end_speedup']:.1f}x); "
+                        f"{loop['end_to_end_seconds']:.2f} s vs {ours_e2e:.2f} s "
+                        f"({seed_speed['end_to_end_speedup']:.1f}x); "
                         f"fastest variant {fastest.name} {fastest.run.compute_s:.2f} s "
                         f"({seed_speed['fastest_variant']['speedup']:.1f}x)")
 
@@ -651,21 +657,27 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     return report
 
 
-def calibration_batches(manifest: str | None, test_refs: list[str], log=print, max_batches: int = 16,
-                        batch_frames: int = 2000) -> list[np.ndarray] | None:
-    """Padded feature batches of ``manifest`` for static INT8 calibration (``None`` without a manifest). A manifest
-    sharing sentences with the test set is refused: calibration must not see the test data."""
-    if not manifest:
-        return None
+def load_dev_set(manifest: str, test_refs: list[str], role: str) -> list[Prepared]:
+    """The usable utterances of a ``role`` (development / calibration) manifest. Refused when it has none or shares
+    a sentence with the test set: tuning and calibration must not see the test data."""
     prepared, _ = prepare_inputs(manifest)
+    if not prepared:
+        raise InputError(f"{role} manifest {manifest} has no usable utterance")
     shared = {p.reference for p in prepared} & set(test_refs)
     if shared:
-        raise InputError(f"calibration manifest {manifest} shares {len(shared)} sentence(s) with the test manifest: "
-                         "calibrate on a development set (speechtrt data synth --split dev)")
+        raise InputError(f"{role} manifest {manifest} shares {len(shared)} sentence(s) with the test manifest: use a "
+                         "set made with `speechtrt data synth --split dev --exclude <training manifest>`")
+    return prepared
+
+
+def calibration_batches(prepared: list[Prepared], source: str, log=print, max_batches: int = 16,
+                        batch_frames: int = 2000) -> list[np.ndarray]:
+    """Up to ``max_batches`` padded feature batches of ``prepared`` (from ``source``) for static INT8 calibration,
+    spread over the length buckets."""
     batches = length_buckets([p.features.shape[0] for p in prepared], batch_frames)
     step = max(1, len(batches) // max_batches)
     out = [pad_batch([prepared[i].features for i in ids])[0] for ids in batches[::step][:max_batches]]
-    log(f"static INT8 calibration: {len(out)} batches from {manifest}")
+    log(f"static INT8 calibration: {len(out)} batches from {source}")
     return out
 
 
@@ -678,7 +690,8 @@ class LMDecoder:
     tuning: dict | None
 
     @classmethod
-    def prepare(cls, cfg: EvalConfig, test_refs: list[str], log=print) -> "LMDecoder":
+    def prepare(cls, cfg: EvalConfig, test_refs: list[str], dev: list[Prepared] | None, log=print) -> "LMDecoder":
+        """The decoder for ``cfg``; with ``dev`` (the ``tune_on`` utterances) its weights are grid-searched there."""
         from speechtrt.asr.lm import BeamConfig, training_lm, tune_weights
         from speechtrt.models.checkpoints import load_checkpoint
 
@@ -689,15 +702,8 @@ class LMDecoder:
                 "should come from the held-out split (speechtrt data synth --split test)")
         beam = BeamConfig(alpha=cfg.lm_alpha, beta=cfg.lm_beta, beam=cfg.beam)
         tuning = None
-        if cfg.tune_on:
-            dev, dev_problems = prepare_inputs(cfg.tune_on)
-            if not dev:
-                raise InputError(f"development manifest {cfg.tune_on} has no usable utterance")
+        if dev:
             dev_refs = [p.reference for p in dev]
-            dev_test = set(dev_refs) & set(test_refs)
-            if dev_test:
-                raise InputError(f"development manifest {cfg.tune_on} shares {len(dev_test)} sentence(s) with the "
-                                 "test manifest: tune on a set made with `speechtrt data synth --split dev`")
             model, _ = load_checkpoint(cfg.checkpoints[0])
             with tempfile.TemporaryDirectory(prefix="speechtrt-tune-") as tmp:
                 run = run_batched(make_runner(model, "torch", "fp32", Path(tmp), cfg.threads), dev,
@@ -707,7 +713,7 @@ class LMDecoder:
                 f"{cfg.checkpoints[0]}; language model without their sentences:")
             result = tune_weights(run.log_probs, dev_refs, tune_lm, beam=max(4, cfg.beam // 2), log=log)
             beam = BeamConfig(alpha=result["alpha"], beta=result["beta"], beam=cfg.beam)
-            tuning = {"manifest": cfg.tune_on, "utterances": len(dev), "input_problems": len(dev_problems),
+            tuning = {"manifest": cfg.tune_on, "utterances": len(dev),
                       "checkpoint": cfg.checkpoints[0], **result}
             log(f"decoder weights: alpha {beam.alpha}, beta {beam.beta} (dev WER {result['wer']:.4f})")
         return cls(lm, beam, tuning)
