@@ -18,10 +18,13 @@ from speechtrt.asr.normalize import normalize_text
 from speechtrt.models.text import BLANK, asr_decode
 
 
-def greedy_batch(log_probs: np.ndarray, lengths: np.ndarray) -> list[str]:
+def greedy_batch(log_probs: np.ndarray, lengths: np.ndarray, columns: np.ndarray | None = None) -> list[str]:
     """Best-path transcripts of a batch: log_probs [B, T, V], lengths [B] -> B strings (repeats collapsed, blanks
-    dropped), vectorised over the batch."""
+    dropped), vectorised over the batch. ``columns``: the token id of each column when the classifier was trimmed
+    (default: column ``j`` is token ``j``)."""
     ids = np.asarray(log_probs).argmax(axis=-1)  # [B, T]
+    if columns is not None:
+        ids = np.asarray(columns)[ids]
     out = []
     for row, n in zip(ids, np.asarray(lengths)):
         row = row[: int(n)]

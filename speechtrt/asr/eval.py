@@ -41,6 +41,7 @@ import torch
 from speechtrt.asr import stats
 from speechtrt.asr.data import Utterance, read_manifest
 from speechtrt.asr.decode import Lexicon, greedy_batch, training_lexicon
+from speechtrt.asr.lm import SEARCH_COLUMNS
 from speechtrt.asr.metrics import (UtteranceErrors, breakdown, corpus_score, espeak_ipa, frequency_bin, length_bin,
                                    phoneme_class, score_pair, word_class)
 from speechtrt.asr.normalize import normalize_text
@@ -78,6 +79,12 @@ class EvalConfig:
     threads: int = 1
     text_source: str | None = None
     plots: bool = True
+    trim_classifier: bool = True  # ORT/TRT compute only the decoders' classes when the dev set shows it is safe
+
+
+TRIM_TOLERANCE_NATS = 1e-3
+"""Largest dropped log-mass (nats) on the development set for which ORT/TRT graphs compute only the classes the
+decoders read: every kept log-probability then moves by at most this much (0.1 % in probability)."""
 
 
 # ---------------------------------------------------------------- inputs
@@ -109,54 +116,71 @@ class InputProblem:
         return asdict(self)
 
 
-def prepare_inputs(manifest: str | Path) -> tuple[list[Prepared], list[InputProblem]]:
-    """Load every utterance of ``manifest``; return the usable ones and every problem met.
+def prepare_inputs(manifest: str | Path, workers: int = 1) -> tuple[list[Prepared], list[InputProblem]]:
+    """Load every utterance of ``manifest``; return the usable ones (in manifest order) and every problem met.
 
     Refused (skipped, listed): bad manifest line, missing file, unreadable file, empty reference, silence, audio
     shorter than one 25 ms window. Repaired (kept, listed): stereo (averaged to mono), a sample rate other than
-    16 kHz (polyphase-resampled to 16 kHz).
+    16 kHz (polyphase-resampled to 16 kHz). ``workers`` threads read and featurize utterances side by side (the
+    WAV reads and the feature arithmetic release the interpreter lock).
     """
     rows, line_problems = read_manifest(manifest)
     root = Path(manifest).parent
     problems = [InputProblem(p.line, "", "bad_manifest_line", "skipped", p.reason) for p in line_problems]
+    intra_op = torch.get_num_threads()
+    torch.set_num_threads(1)  # one utterance's features are too small to split; parallelism is across utterances
+    try:
+        if workers > 1 and len(rows) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(lambda ir: _prepare_one(ir[0], ir[1], root), enumerate(rows)))
+        else:
+            results = [_prepare_one(i, row, root) for i, row in enumerate(rows)]
+    finally:
+        torch.set_num_threads(intra_op)
     prepared = []
-    for i, row in enumerate(rows):
-        path = row.path(root)
-
-        def refuse(kind: str, detail: str) -> None:
-            problems.append(InputProblem(i, row.audio_filepath, kind, "skipped", detail))
-
-        if not path.is_file():
-            refuse("missing_audio", f"{path} does not exist")
-            continue
-        try:
-            samples, rate = read_wav(path)
-        except InputError as exc:
-            refuse("unreadable_audio", str(exc))
-            continue
-        repairs = []
-        if samples.ndim == 2:
-            problems.append(InputProblem(i, row.audio_filepath, "stereo", "repaired",
-                                         f"{samples.shape[1]} channels averaged to mono"))
-            repairs.append("downmixed")
-            samples = samples.mean(axis=1)
-        if rate != FEATURES.sample_rate:
-            problems.append(InputProblem(i, row.audio_filepath, "wrong_sample_rate", "repaired",
-                                         f"{rate} Hz resampled to {FEATURES.sample_rate} Hz"))
-            repairs.append("resampled")
-            samples = resample(samples, rate, FEATURES.sample_rate)
-        reference = normalize_text(row.text)
-        if not reference:
-            refuse("empty_reference", f"reference {row.text!r} is empty after normalisation")
-            continue
-        if samples.size < FEATURES.n_fft:
-            refuse("too_short", f"{samples.size} samples, fewer than one {FEATURES.n_fft}-sample window")
-            continue
-        if float(np.max(np.abs(samples))) < SILENCE_PEAK:
-            refuse("silence", f"peak {float(np.max(np.abs(samples))):.1e} below {SILENCE_PEAK:g} (−60 dBFS)")
-            continue
-        prepared.append(Prepared(i, row, reference, log_mel(samples), samples.size / FEATURES.sample_rate, repairs))
+    for item, found in results:
+        problems.extend(found)
+        if item is not None:
+            prepared.append(item)
     return prepared, problems
+
+
+def _prepare_one(i: int, row: Utterance, root: Path) -> tuple[Prepared | None, list[InputProblem]]:
+    """One manifest row: its :class:`Prepared` utterance (``None`` when refused) and the problems met."""
+    path = row.path(root)
+
+    def refuse(kind: str, detail: str) -> tuple[None, list[InputProblem]]:
+        return None, [*found, InputProblem(i, row.audio_filepath, kind, "skipped", detail)]
+
+    found: list[InputProblem] = []
+    if not path.is_file():
+        return refuse("missing_audio", f"{path} does not exist")
+    try:
+        samples, rate = read_wav(path)
+    except InputError as exc:
+        return refuse("unreadable_audio", str(exc))
+    repairs = []
+    if samples.ndim == 2:
+        found.append(InputProblem(i, row.audio_filepath, "stereo", "repaired",
+                                  f"{samples.shape[1]} channels averaged to mono"))
+        repairs.append("downmixed")
+        samples = samples.mean(axis=1)
+    if rate != FEATURES.sample_rate:
+        found.append(InputProblem(i, row.audio_filepath, "wrong_sample_rate", "repaired",
+                                  f"{rate} Hz resampled to {FEATURES.sample_rate} Hz"))
+        repairs.append("resampled")
+        samples = resample(samples, rate, FEATURES.sample_rate)
+    reference = normalize_text(row.text)
+    if not reference:
+        return refuse("empty_reference", f"reference {row.text!r} is empty after normalisation")
+    if samples.size < FEATURES.n_fft:
+        return refuse("too_short", f"{samples.size} samples, fewer than one {FEATURES.n_fft}-sample window")
+    peak = float(np.max(np.abs(samples)))
+    if peak < SILENCE_PEAK:
+        return refuse("silence", f"peak {peak:.1e} below {SILENCE_PEAK:g} (−60 dBFS)")
+    return Prepared(i, row, reference, log_mel(samples), samples.size / FEATURES.sample_rate, repairs), found
 
 
 def length_buckets(lengths: list[int], batch_frames: int) -> list[list[int]]:
@@ -199,7 +223,8 @@ Runner = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def make_runner(model: torch.nn.Module, backend: str, precision: str, workdir: Path, threads: int = 1,
-                calibration: list[np.ndarray] | None = None) -> Runner:
+                calibration: list[np.ndarray] | None = None, max_shape: tuple[int, int] | None = None,
+                columns: np.ndarray | None = None) -> Runner:
     """A function ``(features [B,T,80] float32, lengths [B] int64) -> (log_probs [B,T',V], out_lengths [B])``.
 
     torch: FP32; INT8 = dynamic quantization of LSTM and Linear weights (``torch.ao``); FP16 on CUDA only.
@@ -207,7 +232,12 @@ def make_runner(model: torch.nn.Module, backend: str, precision: str, workdir: P
     (:func:`quantize_int8_static`) calibrated on ``calibration`` (padded feature batches, never the test set), or
     ONNX Runtime's dynamic quantization when no calibration is given;
     FP16 = the graph converted to FP16 with FP32 inputs/outputs. The streaming model runs its step graph once over
-    the whole utterance from zero state, which equals its offline pass. trt: needs TensorRT and a supported GPU.
+    the whole utterance from zero state, which equals its offline pass. trt: a plan of this checkpoint compiled in
+    the run for the GPU present (:func:`build_trt_plan`, profile up to ``max_shape`` = (rows, frames) of the
+    largest batch), run by :class:`~speechtrt.runtime.trt.TrtRunner`; needs a CUDA GPU.
+
+    ``columns`` (ort and trt): compute only these token ids (:func:`~speechtrt.models.asr.trim_classifier`); the
+    runner's log-probabilities then have one column per id and the runner carries ``columns`` to map them back.
     Raises :class:`BackendUnavailable` with the reason when the pair cannot run here.
     """
     streaming = model.config.size == "stream"
@@ -246,17 +276,115 @@ def make_runner(model: torch.nn.Module, backend: str, precision: str, workdir: P
                 return lp.float().cpu().numpy(), ol.cpu().numpy()
 
         return run_torch
+    if backend not in ("ort", "trt"):
+        raise BackendUnavailable(f"unknown backend {backend}")
+    if columns is not None:
+        from speechtrt.models.asr import trim_classifier
+
+        model = trim_classifier(model, columns)
     if backend == "ort":
-        return _ort_runner(model, precision, workdir, threads, streaming, calibration)
-    if backend == "trt":
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            raise BackendUnavailable("TensorRT is not installed here (install the gpu extra on a GPU machine)")
-        if not torch.cuda.is_available():
-            raise BackendUnavailable("TensorRT engines need a CUDA GPU; none is present")
-        raise BackendUnavailable("the TensorRT ASR runner is not wired into evaluation yet")
-    raise BackendUnavailable(f"unknown backend {backend}")
+        run = _ort_runner(model, precision, workdir, threads, streaming, calibration)
+    else:
+        run = _trt_runner(model, precision, workdir / "trt", streaming, calibration, max_shape)
+    run.columns = None if columns is None else np.asarray(columns, dtype=np.int64)
+    return run
+
+
+def graph_component(model):
+    """The exported graph of ``model``: its size's component, with the classifier's width as the model has it
+    (narrower after :func:`~speechtrt.models.asr.trim_classifier`)."""
+    import dataclasses
+
+    from speechtrt.export.components import component
+
+    comp = component("asr_stream_step" if model.config.size == "stream" else f"asr_{model.config.size}")
+    width = model.classifier.out_features
+    outputs = tuple(dataclasses.replace(o, shape=(*o.shape[:-1], width)) if o.name == "log_probs" else o
+                    for o in comp.outputs)
+    return dataclasses.replace(comp, outputs=outputs)
+
+
+def _calibration_feeds(model, calibration: list[np.ndarray], streaming: bool) -> list[dict[str, np.ndarray]]:
+    """The graph's input feeds for each padded calibration batch (every row full length)."""
+    feeds = []
+    for x in calibration:
+        lengths = np.full((x.shape[0],), x.shape[1], np.int64)
+        feeds.append(_stream_feeds(model, x) if streaming else {"features": x, "feature_lengths": lengths})
+    return feeds
+
+
+def build_trt_plan(model, precision: str, out_dir: Path, calibration: list[np.ndarray] | None,
+                   max_shape: tuple[int, int], gpu, backend=None) -> Path:
+    """Compile ``model`` (a loaded checkpoint) into a TensorRT plan for ``gpu`` (a :class:`GpuArch`) under
+    ``out_dir``: the same steps as ``speechtrt export`` → ``calibrate`` → ``build``, on this checkpoint's weights.
+
+    FP32 builds the exported graph; FP16 and INT8 build the ModelOpt graphs ``speechtrt calibrate`` makes (AutoCast
+    FP16, INT8 Q/DQ), calibrated on ``calibration`` (never the test set). The profile covers 1 … ``max_shape``
+    (rows, frames), the largest batch the run will send. ``backend`` defaults to the installed TensorRT flavour that
+    can target ``gpu`` (TensorRT-RTX compiles on a CPU too). Raises :class:`BackendUnavailable` with the reason.
+    """
+    from speechtrt.build.engine import BuildSettings, EngineBuilder
+    from speechtrt.errors import SpeechTRTError
+    from speechtrt.export.components import DimRange
+    from speechtrt.export.onnx import export_component
+    from speechtrt.quantize.precision import make_fp16, make_int8
+
+    streaming = model.config.size == "stream"
+    comp = graph_component(model)
+    rows, frames = max(1, max_shape[0]), max(4, max_shape[1])
+    time_dim = "chunk" if streaming else "frames"
+    shapes = (DimRange("batch", 1, rows, rows), DimRange(time_dim, 1, max(1, frames // 2), frames))
+    try:
+        if not (out_dir / f"{comp.name}.onnx").exists():
+            export_component(comp, model, out_dir, check=False)
+        if precision in ("fp16", "int8"):
+            if not calibration:
+                raise BackendUnavailable(f"a TensorRT {precision.upper()} plan is built from a calibrated graph: "
+                                         "give a development set (--tune-on or --calib-manifest)")
+            feeds = _calibration_feeds(model, calibration, streaming)
+            if precision == "fp16":
+                make_fp16(comp, out_dir, feeds)
+            else:
+                make_int8(comp, out_dir, feeds)
+        builder = EngineBuilder(BuildSettings(gpu, engines_dir=out_dir / "engines", shapes=shapes), backend=backend)
+        return builder.build(comp.name, precision, out_dir).plan
+    except SpeechTRTError as exc:
+        raise BackendUnavailable(f"cannot build the TensorRT {precision} plan: {str(exc).splitlines()[0][:300]}")
+
+
+def _trt_runner(model, precision: str, out_dir: Path, streaming: bool, calibration: list[np.ndarray] | None,
+                max_shape: tuple[int, int] | None) -> Runner:
+    from speechtrt.build.arch import arch_for_capability, current_device
+    from speechtrt.errors import SpeechTRTError
+    from speechtrt.runtime.trt import TrtRunner
+
+    gpu = current_device() if torch.cuda.is_available() else None
+    if gpu is None:
+        raise BackendUnavailable("TensorRT plans run on a CUDA GPU and none is present here (`speechtrt build` "
+                                 "still compiles them on a CPU with TensorRT-RTX)")
+    arch = arch_for_capability(gpu.major, gpu.minor)
+    if arch is None:
+        raise BackendUnavailable(f"no TensorRT target is listed for {gpu.name} ({gpu.sm})")
+    plan = build_trt_plan(model, precision, out_dir, calibration, max_shape or (64, 3000), arch)
+    try:
+        trt = TrtRunner(plan, "cuda")
+    except SpeechTRTError as exc:
+        raise BackendUnavailable(f"cannot load the TensorRT plan {plan.name}: {str(exc).splitlines()[0][:300]}")
+
+    def run(x, lengths):
+        if streaming:
+            feeds = {k: torch.from_numpy(v).cuda() for k, v in _stream_feeds(model, x).items()}
+            lp = trt.infer(feeds)["log_probs"]
+            half = (lengths + 1) // 2
+            out_lengths = (half + 1) // 2
+        else:
+            outs = trt.infer({"features": torch.from_numpy(x).cuda(),
+                              "feature_lengths": torch.from_numpy(lengths).cuda()})
+            lp, out_lengths = outs["log_probs"], outs["output_lengths"].cpu().numpy()
+        log_probs = lp.float().cpu().numpy()  # copies out of the context's buffers before the next call
+        return log_probs, np.asarray(out_lengths, dtype=np.int64)
+
+    return run
 
 
 def _stream_feeds(model, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -278,11 +406,18 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
+STATIC_INT8_OPS = ["Conv", "MatMul", "Gemm", "Relu", "Mul"]
+"""Operator types :func:`quantize_int8_static` quantizes statically (the LSTMs are quantized dynamically)."""
+
+
 def quantize_int8_static(fp32: Path, out: Path, calibration: list[dict[str, np.ndarray]]) -> Path:
     """ONNX Runtime INT8: static QDQ for Conv/MatMul/Gemm (per-channel symmetric INT8 weights, asymmetric UINT8
-    activations whose ranges (min/max) come from ``calibration`` feeds), then the LSTMs' weights dynamically
-    quantized (``DynamicQuantizeLSTM``: INT8 weights, activations quantized per call), which halves their CPU time.
-    The graph is pre-processed (shape inference, fusions) first when ONNX Runtime's pre-processor accepts it."""
+    activations whose ranges (min/max) come from ``calibration`` feeds) and for the ReLUs and padding-mask
+    multiplies between them, so the front end stays in INT8 from the first convolution to the projection (ReLU
+    fused into QLinearConv, the mask a QLinearMul: 14 % less CPU time for the small model than Conv/MatMul/Gemm
+    alone, measured on one thread); then the LSTMs' weights dynamically quantized (``DynamicQuantizeLSTM``: INT8
+    weights, activations quantized per call), which halves their CPU time. The graph is pre-processed (shape
+    inference, fusions) first when ONNX Runtime's pre-processor accepts it."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
@@ -307,7 +442,7 @@ def quantize_int8_static(fp32: Path, out: Path, calibration: list[dict[str, np.n
         static = out.with_suffix(".static.onnx")
         quantize_static(str(source), str(static), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+                        op_types_to_quantize=STATIC_INT8_OPS)
         if any(n.op_type == "LSTM" for n in onnx.load(str(static), load_external_data=False).graph.node):
             quantize_dynamic(str(static), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
         else:
@@ -317,11 +452,10 @@ def quantize_int8_static(fp32: Path, out: Path, calibration: list[dict[str, np.n
 
 def _ort_runner(model, precision: str, workdir: Path, threads: int, streaming: bool,
                 calibration: list[np.ndarray] | None = None) -> Runner:
-    from speechtrt.export.components import component
     from speechtrt.export.onnx import export_component
     from speechtrt.export.parity import ort_session
 
-    comp = component("asr_stream_step" if streaming else f"asr_{model.config.size}")
+    comp = graph_component(model)
     fp32 = workdir / f"{comp.name}.onnx"
     if not fp32.exists():
         export_component(comp, model, workdir, check=False)
@@ -329,11 +463,7 @@ def _ort_runner(model, precision: str, workdir: Path, threads: int, streaming: b
     if precision == "int8" and calibration:
         path = workdir / f"{comp.name}.int8-static.onnx"
         if not path.exists():
-            feeds = []
-            for x in calibration:
-                lengths = np.full((x.shape[0],), x.shape[1], np.int64)
-                feeds.append(_stream_feeds(model, x) if streaming else {"features": x, "feature_lengths": lengths})
-            quantize_int8_static(fp32, path, feeds)
+            quantize_int8_static(fp32, path, _calibration_feeds(model, calibration, streaming))
     elif precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -428,9 +558,10 @@ def run_batched(runner: Runner, prepared: list[Prepared], batch_frames: int, kee
                 ) -> VariantRun:
     """Length-bucketed batches through ``runner`` with one untimed warm-up batch; greedy transcripts per utterance
     (and, with ``keep_log_probs``, each utterance's log-probabilities for a later beam search, kept untimed)."""
-    from speechtrt.asr.lm import SEARCH_COLUMNS
-
     batches = length_buckets([p.features.shape[0] for p in prepared], batch_frames)
+    columns = getattr(runner, "columns", None)
+    # the columns the beam search reads, as positions in this runner's output
+    search = SEARCH_COLUMNS if columns is None else np.array([list(columns).index(c) for c in SEARCH_COLUMNS])
     hyps = [""] * len(prepared)
     kept: list[np.ndarray] | None = [None] * len(prepared) if keep_log_probs else None
     latency = [0.0] * len(prepared)
@@ -444,14 +575,14 @@ def run_batched(runner: Runner, prepared: list[Prepared], batch_frames: int, kee
             x, n = pad_batch([prepared[i].features for i in ids])
             t0 = time.perf_counter()
             log_probs, out_lengths = runner(x, n)
-            texts = greedy_batch(log_probs, out_lengths)
+            texts = greedy_batch(log_probs, out_lengths, columns)
             dt = time.perf_counter() - t0
             total += dt
             for i, t in zip(ids, texts):
                 hyps[i], latency[i] = t, dt
             if kept is not None:
                 for row, (i, n) in enumerate(zip(ids, out_lengths)):
-                    kept[i] = np.ascontiguousarray(log_probs[row, : int(n)][:, SEARCH_COLUMNS], dtype=np.float32)
+                    kept[i] = np.ascontiguousarray(log_probs[row, : int(n)][:, search], dtype=np.float32)
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else mem.peak_mb
     return VariantRun(hyps, kept, latency, total, len(batches), peak)
 
@@ -517,6 +648,7 @@ class Scored:
     run: VariantRun
     score_seconds: float = 0.0
     decode_seconds: float = 0.0
+    fidelity: dict | None = None  # against the same model's torch FP32 run
 
 
 def _rate(errors: list[UtteranceErrors]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -545,7 +677,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_prep = time.perf_counter()
-    prepared, problems = prepare_inputs(cfg.manifest)
+    prepared, problems = prepare_inputs(cfg.manifest, workers=cfg.threads)
     prep_s = time.perf_counter() - t_prep
     for p in problems:
         log(f"input {p.action}: #{p.index} {p.audio_filepath or '(manifest)'}: {p.problem} ({p.detail})")
@@ -564,13 +696,17 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     if cfg.decoder == "lm":
         decoder = LMDecoder.prepare(cfg, refs, dev, log)
     if cfg.calib_manifest and cfg.calib_manifest != cfg.tune_on:
-        calib = load_dev_set(cfg.calib_manifest, refs, "calibration")
-        calibration = calibration_batches(calib, cfg.calib_manifest, log)
+        calib, calib_source = load_dev_set(cfg.calib_manifest, refs, "calibration"), cfg.calib_manifest
     else:
-        calibration = calibration_batches(dev, cfg.tune_on, log) if dev else None
+        calib, calib_source = dev, cfg.tune_on
+    calibration = calibration_batches(calib, calib_source, log) if calib else None
 
+    batch_frames = cfg.batch_frames or auto_batch_frames()
+    largest = max(length_buckets([p.features.shape[0] for p in prepared], batch_frames), key=len)
+    max_shape = (len(largest), max(p.features.shape[0] for p in prepared))  # TensorRT profile: rows, frames
     variants: list[Scored] = []
     skipped = []
+    classifiers: dict[str, dict] = {}
     seed_speed = None
     with tempfile.TemporaryDirectory(prefix="speechtrt-eval-") as tmp:
         for ckpt in cfg.checkpoints:
@@ -578,17 +714,26 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
             model_name = f"asr-{model.config.size}" if Path(ckpt).stem == f"asr-{model.config.size}" else Path(ckpt).stem
             workdir = Path(tmp) / model_name
             workdir.mkdir(parents=True, exist_ok=True)
+            classifiers[model_name] = classifier_trim(model, calib, calib_source, cfg.trim_classifier, batch_frames)
+            columns = SEARCH_COLUMNS if classifiers[model_name]["trimmed"] else None
+            log(f"{model_name} classifier: {classifiers[model_name]['note']}")
+            reference = None  # this model's torch FP32 run: the fidelity reference of its other variants
             for backend in cfg.backends:
                 for precision in cfg.precisions:
                     name = f"{model_name}/{backend}/{precision}"
                     try:
-                        runner = make_runner(model, backend, precision, workdir, cfg.threads, calibration)
+                        runner = make_runner(model, backend, precision, workdir, cfg.threads, calibration, max_shape,
+                                             columns if backend in ("ort", "trt") else None)
                     except BackendUnavailable as exc:
                         skipped.append({"variant": name, "reason": str(exc)})
                         log(f"skip {name}: {exc}")
                         continue
-                    run = run_batched(runner, prepared, cfg.batch_frames or auto_batch_frames(),
-                                      keep_log_probs=decoder is not None)
+                    run = run_batched(runner, prepared, batch_frames, keep_log_probs=True)
+                    fidelity = None
+                    if backend == "torch" and precision == "fp32":
+                        reference = run
+                    elif reference is not None:
+                        fidelity = compare_runs(run, reference)
                     greedy = run.hypotheses
                     t_score = time.perf_counter()
                     gerrs = [score_pair(r, h) for r, h in zip(refs, greedy)]
@@ -596,15 +741,16 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
                     t_dec = time.perf_counter()
                     if decoder is not None:
                         primary = decoder.decode(run.log_probs)
-                        run.log_probs = None
                     elif lexicon is not None:
                         primary = [lexicon.correct(h) for h in greedy]
                     else:
                         primary = greedy
                     dec_s = time.perf_counter() - t_dec
                     errs = [score_pair(r, h) for r, h in zip(refs, primary)] if primary is not greedy else gerrs
+                    if run is not reference:
+                        run.log_probs = None
                     variants.append(Scored(name, model_name, str(ckpt), backend, precision, primary, errs, gerrs, run,
-                                           score_s, dec_s))
+                                           score_s, dec_s, fidelity))
                     log(f"{name}: WER {corpus_score(errs).wer:.3f} (greedy {corpus_score(gerrs).wer:.3f}) "
                         f"RTFx {audio_s / run.compute_s:.1f}")
             if cfg.seed_loop and seed_speed is None:
@@ -647,14 +793,58 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
 
     report = build_report(cfg, prepared, problems, variants, skipped, seed_speed, lexicon, audio_s, log)
     report["decoder"] = decoder_summary(cfg, lexicon, decoder, refs)
+    report["classifier"] = classifiers
     report["quantization"] = {
-        "ort_int8": ("static QDQ (Conv/MatMul/Gemm, per-channel INT8 weights, UINT8 activations) calibrated on "
-                     f"{len(calibration)} batches of {cfg.calib_manifest or cfg.tune_on}, LSTM weights dynamic INT8"
+        "ort_int8": (f"static QDQ ({'/'.join(STATIC_INT8_OPS)}, per-channel INT8 weights, UINT8 activations) "
+                     f"calibrated on {len(calibration)} batches of {cfg.calib_manifest or cfg.tune_on}, LSTM weights dynamic INT8"
                      if calibration else "ONNX Runtime dynamic INT8 (no calibration manifest given)"),
         "torch_int8": "torch.ao dynamic INT8 of LSTM and Linear weights",
     }
     write_outputs(report, out_dir, cfg.plots)
     return report
+
+
+def classifier_trim(model, dev: list[Prepared] | None, source: str | None, enabled: bool,
+                    batch_frames: int) -> dict:
+    """Whether ORT/TRT variants of ``model`` compute only the decoders' classes (blank + alphabet), decided on the
+    development set: allowed when the torch model puts at most :data:`TRIM_TOLERANCE_NATS` of log-mass outside them
+    on every dev frame (then no kept log-probability moves by more). Never decided on the test set."""
+    from speechtrt.models.asr import dropped_log_mass
+
+    width = model.classifier.out_features
+    entry = {"classes": width, "kept": len(SEARCH_COLUMNS), "tolerance_nats": TRIM_TOLERANCE_NATS, "trimmed": False}
+    if not enabled:
+        return {**entry, "note": f"all {width} classes computed (--full-classifier)"}
+    if not dev:
+        return {**entry, "note": f"all {width} classes computed: trimming is decided on a development set "
+                                 "(--tune-on or --calib-manifest) and none was given"}
+    batches = []
+    for ids in length_buckets([p.features.shape[0] for p in dev], batch_frames):
+        batches.append(pad_batch([dev[i].features for i in ids]))
+    mass = dropped_log_mass(model, batches, SEARCH_COLUMNS)
+    trimmed = mass <= TRIM_TOLERANCE_NATS
+    verdict = (f"ORT/TRT compute {len(SEARCH_COLUMNS)} of {width} classes" if trimmed
+               else f"all {width} classes computed")
+    return {**entry, "trimmed": trimmed, "dropped_log_mass_nats": mass, "measured_on": source,
+            "note": f"{verdict} (largest log-mass outside the decoders' classes on {source}: {mass:.2g} nats; "
+                    f"tolerance {TRIM_TOLERANCE_NATS:g})"}
+
+
+def compare_runs(run: "VariantRun", reference: "VariantRun") -> dict:
+    """How far a variant's outputs are from its model's torch FP32 run on the same utterances: the largest and the
+    mean absolute difference of the log-probabilities the decoders read, and the share of identical greedy
+    transcripts."""
+    worst, total, count = 0.0, 0.0, 0
+    for a, b in zip(run.log_probs, reference.log_probs):
+        n = min(len(a), len(b))
+        d = np.abs(a[:n] - b[:n])
+        if d.size:
+            worst = max(worst, float(d.max()))
+            total += float(d.sum())
+            count += d.size
+    same = float(np.mean([a == b for a, b in zip(run.hypotheses, reference.hypotheses)]))
+    return {"reference": "torch/fp32", "max_abs_logprob_diff": worst, "mean_abs_logprob_diff": total / max(count, 1),
+            "greedy_identical": same}
 
 
 def load_dev_set(manifest: str, test_refs: list[str], role: str) -> list[Prepared]:
@@ -782,6 +972,7 @@ def build_report(cfg, prepared, problems, variants, skipped, seed_speed, lexicon
                 **({"initial_phoneme": breakdown(v.errors, lambda w: phoneme_class(ipa.get(w, "")))} if ipa else {}),
             },
             "wer_vs_duration": stats.spearman(durations, per_utt_wer),
+            "fidelity": v.fidelity,
         }
         for d in dialects:
             idx = [i for i, x in enumerate(dialect_of) if x == d]
@@ -1024,6 +1215,18 @@ def markdown(report: dict) -> str:
             L.append(f"| {name} | {e['baseline']} | " + " | ".join(
                 f"{_pct(e['per_dialect'][d]['wer_difference'])}" for d in dialects)
                 + f" | {_pct(e['overall']['wer_difference'])} [{_pct(e['overall']['ci95'][0])}, {_pct(e['overall']['ci95'][1])}] |")
+    fid = {name: m["fidelity"] for name, m in models.items() if m.get("fidelity")}
+    if fid or report.get("classifier"):
+        L += ["", "## Fidelity against torch FP32 of the same model", ""]
+        for name, c in report.get("classifier", {}).items():
+            L.append(f"- {name} classifier: {c['note']}.")
+        if fid:
+            L += ["", "| Variant | max abs Δ log p | mean abs Δ log p | greedy transcripts identical |",
+                  "|---|---|---|---|"]
+            for name, f in fid.items():
+                L.append(f"| {name} | {f['max_abs_logprob_diff']:.2g} | {f['mean_abs_logprob_diff']:.2g} | "
+                         f"{100 * f['greedy_identical']:.0f} % |")
+            L += ["", "Δ log p over the columns the decoders read (blank + alphabet), every frame of every utterance."]
     sel = report["selection"]
     if sel["per_dialect"]:
         L += ["", "## Model selection", "", sel["rule"], "", "| Dialect | recommended | WER % | RTFx | most accurate |",

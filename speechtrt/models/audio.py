@@ -76,10 +76,28 @@ def log_mel(samples: np.ndarray | torch.Tensor, cfg: FeatureConfig = FEATURES) -
     n = cfg.frames_for(x.numel())
     if n == 0:
         return torch.zeros(0, cfg.n_mels)
-    frames = x[: (n - 1) * cfg.hop + cfg.n_fft].unfold(0, cfg.n_fft, cfg.hop)  # [T, n_fft]
-    window = torch.hann_window(cfg.n_fft, periodic=True)
-    power = torch.fft.rfft(frames * window, dim=-1).abs().pow(2)  # [T, F]
-    return torch.log(power @ mel_filterbank(cfg) + cfg.log_floor)
+    return log_mel_frames(x[: (n - 1) * cfg.hop + cfg.n_fft].unfold(0, cfg.n_fft, cfg.hop), cfg)
+
+
+def log_mel_frames(frames: torch.Tensor, cfg: FeatureConfig = FEATURES) -> torch.Tensor:
+    """The feature arithmetic on cut frames, on their device: [..., n_fft] samples -> [..., n_mels] log-mel.
+
+    Periodic Hann window, power spectrum, HTK mel filterbank, natural log with ``cfg.log_floor``. :func:`log_mel`
+    (whole utterances) and the streaming featurizer (chunks of many streams) both call it.
+    """
+    window, filterbank = _feature_constants(cfg, frames.device)
+    spectrum = torch.view_as_real(torch.fft.rfft(frames * window, dim=-1))  # [..., F, 2]
+    re, im = spectrum[..., 0], spectrum[..., 1]
+    power = torch.addcmul(re * re, im, im)  # |X|² without the square root that |X| takes (a third of the time)
+    return torch.matmul(power, filterbank).add_(cfg.log_floor).log_()
+
+
+@functools.lru_cache(maxsize=8)
+def _feature_constants(cfg: FeatureConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window and filterbank on ``device``, made once per device (they are the same for every call); ordinary
+    tensors even when the first call comes from inside ``torch.inference_mode``."""
+    with torch.inference_mode(False):
+        return (torch.hann_window(cfg.n_fft, periodic=True, device=device), mel_filterbank(cfg).to(device))
 
 
 # ---------------------------------------------------------------- WAV files

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from speechtrt.models.audio import FEATURES, FeatureConfig, mel_filterbank
+from speechtrt.models.audio import FEATURES, FeatureConfig, log_mel_frames
 
 
 class StreamSlotPool:
@@ -153,9 +153,10 @@ class SampleBuffer:
 class ChunkFeaturizer:
     """Log-mel frames of a batch of chunk windows: [B, (chunk-1)*hop + n_fft] samples -> [B, chunk, n_mels].
 
-    The same arithmetic as :func:`speechtrt.models.audio.log_mel` (no centring, periodic Hann window, HTK mel
-    filterbank, natural log with floor), batched, on ``device``. Frames past a stream's last sample come out of
-    zero-padding; the causal model never lets them change a valid output.
+    The arithmetic is :func:`speechtrt.models.audio.log_mel_frames`, the one :func:`~speechtrt.models.audio.log_mel`
+    uses (no centring, periodic Hann window, HTK mel filterbank, natural log with floor), batched, on ``device``.
+    Frames past a stream's last sample come out of zero-padding; the causal model never lets them change a valid
+    output.
     """
 
     def __init__(self, chunk_frames: int, device: str | torch.device = "cpu", cfg: FeatureConfig = FEATURES):
@@ -163,10 +164,6 @@ class ChunkFeaturizer:
         self.cfg = cfg
         self.window_samples = (chunk_frames - 1) * cfg.hop + cfg.n_fft
         self.device = torch.device(device)
-        self.hann = torch.hann_window(cfg.n_fft, periodic=True, device=self.device)
-        self.filterbank = mel_filterbank(cfg).to(self.device)  # [n_fft // 2 + 1, n_mels]
 
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
-        frames = windows.unfold(1, self.cfg.n_fft, self.cfg.hop)  # [B, chunk, n_fft]
-        power = torch.fft.rfft(frames * self.hann, dim=-1).abs().pow(2)  # [B, chunk, n_fft // 2 + 1]
-        return torch.log(power @ self.filterbank + self.cfg.log_floor)
+        return log_mel_frames(windows.unfold(1, self.cfg.n_fft, self.cfg.hop), self.cfg)  # [B, chunk, n_mels]

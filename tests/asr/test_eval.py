@@ -122,6 +122,26 @@ def test_eval_tunes_the_lm_decoder_on_a_dev_set_and_calibrates_static_int8(tiny_
     m = report["models"]["asr-small/ort/int8"]
     assert m["decode_seconds"] > 0 and 0 < m["rtfx_with_decoder"] < m["rtfx"]
     assert "beam search" in (tmp_path / "asr_eval.md").read_text()
+    # an untrained model spreads its mass over all 1000 classes: the dev set refuses trimming the classifier
+    trim = report["classifier"]["asr-small"]
+    assert not trim["trimmed"] and trim["dropped_log_mass_nats"] > trim["tolerance_nats"]
+    assert trim["measured_on"] == str(dev_set)
+
+
+@pytest.mark.slow
+def test_trained_checkpoint_runs_a_trimmed_classifier_within_tolerance(tiny_set, dev_set, tmp_path):
+    _, manifest, _, _ = tiny_set
+    report = evaluate(EvalConfig(manifest=str(manifest), checkpoints=("checkpoints/asr-small.pt",),
+                                 backends=("torch", "ort"), precisions=("fp32",), decoder="greedy", n_boot=50,
+                                 out_dir=str(tmp_path), seed_loop=False, calib_manifest=str(dev_set), plots=False),
+                      log=lambda m: None)
+    trim = report["classifier"]["asr-small"]
+    assert trim["trimmed"] and trim["kept"] == 29 and trim["dropped_log_mass_nats"] <= trim["tolerance_nats"]
+    fid = report["models"]["asr-small/ort/fp32"]["fidelity"]
+    assert fid["max_abs_logprob_diff"] < 2e-3 and fid["greedy_identical"] == 1.0
+    assert report["models"]["asr-small/torch/fp32"]["fidelity"] is None  # the reference itself
+    assert report["models"]["asr-small/ort/fp32"]["wer"] == report["models"]["asr-small/torch/fp32"]["wer"]
+    assert "Fidelity against torch FP32" in (tmp_path / "asr_eval.md").read_text()
 
 
 def test_eval_refuses_a_dev_set_that_shares_test_sentences(tiny_set, tmp_path):

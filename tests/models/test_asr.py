@@ -57,3 +57,26 @@ def test_streaming_chunks_equal_offline():
     chunked = torch.cat(parts, dim=1)
     assert chunked.shape == offline.shape and lengths.tolist() == [26, 26]
     assert torch.allclose(chunked, offline, atol=1e-5)
+
+
+def test_trimmed_classifier_is_the_full_one_renormalised_over_the_kept_classes():
+    from speechtrt.asr.lm import SEARCH_COLUMNS
+    from speechtrt.models.asr import dropped_log_mass, trim_classifier
+
+    for size in ("small", "stream"):
+        model = build_asr(size, seed=0)
+        trimmed = trim_classifier(model, SEARCH_COLUMNS)
+        assert trimmed.classifier.out_features == len(SEARCH_COLUMNS) and model.classifier.out_features == 1000
+        assert trimmed.output_columns.tolist() == SEARCH_COLUMNS.tolist()
+        x = torch.randn(2, 90, 80, generator=torch.Generator().manual_seed(1))
+        lengths = torch.tensor([90, 61])
+        with torch.no_grad():
+            full, _ = model(x, lengths)
+            part, _ = trimmed(x, lengths)
+        kept = full[..., SEARCH_COLUMNS]
+        torch.testing.assert_close(part, kept - torch.logsumexp(kept, -1, keepdim=True), atol=1e-5, rtol=0)
+        # an untrained model spreads its mass over all 1000 classes: dropping 971 of them moves log p by ~log(1000/29)
+        mass = dropped_log_mass(model, [(x.numpy(), lengths.numpy())], SEARCH_COLUMNS)
+        valid = [full[0], full[1, :16]]  # 61 frames -> 16 after the front end
+        expected = max(float(-torch.logsumexp(f[:, SEARCH_COLUMNS], -1).min()) for f in valid)
+        assert mass == pytest.approx(expected, rel=1e-5) and mass > 2.0
