@@ -67,3 +67,22 @@ def test_trt_variant_without_a_gpu_is_skipped_with_the_reason(tmp_path):
     model, _ = load_checkpoint("checkpoints/asr-small.pt")
     with pytest.raises(BackendUnavailable, match="CUDA GPU"):
         make_runner(model, "trt", "fp32", tmp_path, calibration=None, max_shape=(4, 200))
+
+
+@pytest.mark.gpu
+def test_trt_fp32_on_a_gpu_matches_torch_fp32(tmp_path):
+    from speechtrt.asr.lm import SEARCH_COLUMNS
+
+    model, _ = load_checkpoint("checkpoints/asr-small.pt")
+    x = _calibration(4, 300, 1)[0]
+    lengths = np.array([300, 250, 180, 41], np.int64)
+    run = make_runner(model, "trt", "fp32", tmp_path, max_shape=(4, 300), columns=SEARCH_COLUMNS)
+    lp, out_lengths = run(x, lengths)
+    with torch.no_grad():
+        ref, ref_lengths = model.float()(torch.from_numpy(x), torch.from_numpy(lengths))
+    assert out_lengths.tolist() == ref_lengths.tolist()
+    assert lp.shape[-1] == len(SEARCH_COLUMNS) and run.columns.tolist() == SEARCH_COLUMNS.tolist()
+    for row, n in enumerate(out_lengths):
+        kept = ref[row, :n][:, SEARCH_COLUMNS]
+        expected = (kept - torch.logsumexp(kept, -1, keepdim=True)).numpy()
+        np.testing.assert_allclose(lp[row, :n], expected, atol=2e-3)
