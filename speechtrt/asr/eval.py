@@ -326,7 +326,7 @@ def build_trt_plan(model, precision: str, out_dir: Path, calibration: list[np.nd
     (rows, frames), the largest batch the run will send. ``backend`` defaults to the installed TensorRT flavour that
     can target ``gpu`` (TensorRT-RTX compiles on a CPU too). Raises :class:`BackendUnavailable` with the reason.
     """
-    from speechtrt.build.engine import BuildSettings, EngineBuilder
+    from speechtrt.engines.builder import BuildSettings, EngineBuilder
     from speechtrt.errors import SpeechTRTError
     from speechtrt.export.components import DimRange
     from speechtrt.export.onnx import export_component
@@ -357,7 +357,7 @@ def build_trt_plan(model, precision: str, out_dir: Path, calibration: list[np.nd
 
 def _trt_runner(model, precision: str, out_dir: Path, streaming: bool, calibration: list[np.ndarray] | None,
                 max_shape: tuple[int, int] | None) -> Runner:
-    from speechtrt.build.arch import arch_for_capability, current_device
+    from speechtrt.engines.arch import arch_for_capability, current_device
     from speechtrt.errors import SpeechTRTError
     from speechtrt.runtime.trt import TrtRunner
 

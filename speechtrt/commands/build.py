@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from speechtrt.build.arch import GPU_NAMES, HARDWARE_COMPAT_LEVELS, parse_gpu
-from speechtrt.build.engine import (
+from speechtrt.engines.arch import GPU_NAMES, HARDWARE_COMPAT_LEVELS, parse_gpu
+from speechtrt.engines.builder import (
     PRECISIONS, BuildSettings, EngineBuilder, EngineBuildResult, missing_graph_hint, onnx_path_for,
     parse_shape_override,
 )
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
             raise BuildError(missing[0] + more)
         where = ("ahead of time, no GPU here" if builder.device is None
                  else f"on {builder.device.name} ({builder.device.sm})")
-        console.print(f"Building {len(jobs)} engine(s) for {arch.describe()} with {builder.backend.label}, {where}")
+        console.print(f"Building {len(jobs)} engine(s) for {arch.describe()} with {builder.flavour.label}, {where}")
 
         results: list[EngineBuildResult] = []
         columns = (TextColumn("{task.fields[engine]:<28}"), BarColumn(), TaskProgressColumn(),
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
                 console.print(_summary_table(results, "Engines built before the error"))
             raise
 
-        console.print(_summary_table(results, f"Engines for {arch.sm} ({builder.backend.label})"))
+        console.print(_summary_table(results, f"Engines for {arch.sm} ({builder.flavour.label})"))
         for r in results:
             for warning in r.warnings:
                 console.print(f"[yellow]warning:[/] {r.component} {r.precision}: {warning}", highlight=False)

@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         report chunk latency, batch utilisation, drops, memory and final-vs-offline agreement."""
         import torch
 
-        from speechtrt.build.engine import PRECISIONS as BUILD_PRECISIONS
+        from speechtrt.engines.builder import PRECISIONS as BUILD_PRECISIONS
         from speechtrt.stream.loadgen import read_manifest, synth_utterances
         from speechtrt.stream.report import build_report, write_reports
 

@@ -1,6 +1,6 @@
 """TensorRT / TensorRT-RTX runner: a plan from ``speechtrt build``, checked against its manifest, then executed.
 
-Loading: :func:`speechtrt.build.manifest.check_engine` refuses a plan that is missing, corrupt, built by another
+Loading: :func:`speechtrt.engines.manifest.check_engine` refuses a plan that is missing, corrupt, built by another
 TensorRT flavour or version, or built for another compute capability, with the rebuild command in the message. The
 plan is then deserialized by the flavour that built it.
 
@@ -60,19 +60,19 @@ class TrtRunner:
     backend = "trt"
 
     def __init__(self, plan_path: str | Path, device: str | torch.device = "cuda", check: bool = True):
-        from speechtrt.build.backend import import_backend
+        from speechtrt.engines.flavour import import_flavour
 
         self.path = Path(plan_path)
         self.device = torch.device(device)
         if self.device.type != "cuda" or not torch.cuda.is_available():
             raise EngineLoadError("the trt backend needs a CUDA GPU; use --backend ort or torch here")
         if check:
-            from speechtrt.build.manifest import check_engine
+            from speechtrt.engines.manifest import check_engine
 
             entry = check_engine(self.path)
         else:
             entry = {"tensorrt": {"flavour": "tensorrt"}, "precision": self.path.name.split(".")[-2]}
-        backend = import_backend(entry["tensorrt"]["flavour"])
+        backend = import_flavour(entry["tensorrt"]["flavour"])
         if backend is None:
             raise EngineLoadError(f"{entry['tensorrt']['flavour']} is not installed; install it to run {self.path}")
         self.trt = trt = backend.trt
@@ -168,8 +168,8 @@ def make_trt_runner(engine_dir: str | Path, component: str, precision: str = "fp
     """The plan ``<engine_dir>/<sm_XX>/<model>/<component>.<precision>.plan`` for the GPU present, where ``<model>``
     owns ``component`` (``tts`` for the TTS graphs, ``asr-stream`` for ``asr_stream_step``), as ``speechtrt build``
     lays plans out."""
-    from speechtrt.build.arch import current_device
-    from speechtrt.build.manifest import plan_path
+    from speechtrt.engines.arch import current_device
+    from speechtrt.engines.manifest import plan_path
     from speechtrt.export.components import component as component_spec
 
     gpu = current_device()

@@ -157,7 +157,7 @@ def markdown(report: dict, target_p95_ms: float) -> str:
         "",
         f"- Command: `{report['command']}`",
         f"- Device: {report['device']}",
-        f"- Backend: {json.dumps(report['backend'])}",
+        f"- TrtFlavour: {json.dumps(report['backend'])}",
         f"- Model: {report['model']}",
         f"- Commit: {report['commit']}; versions: "
         + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from speechtrt.asr.eval import BackendUnavailable, build_trt_plan, make_runner
-from speechtrt.build.arch import parse_gpu
-from speechtrt.build.backend import find_backend
+from speechtrt.engines.arch import parse_gpu
+from speechtrt.engines.flavour import find_flavour
 from speechtrt.models.checkpoints import load_checkpoint
 
 
@@ -26,7 +26,7 @@ def _entry(plan):
 
 def test_plan_of_the_shipped_small_checkpoint_covers_the_runs_largest_batch(tmp_path):
     model, _ = load_checkpoint("checkpoints/asr-small.pt")
-    plan = build_trt_plan(model, "fp32", tmp_path, None, (8, 400), parse_gpu("sm86"), find_backend("tensorrt-rtx"))
+    plan = build_trt_plan(model, "fp32", tmp_path, None, (8, 400), parse_gpu("sm86"), find_flavour("tensorrt-rtx"))
     assert plan.is_file() and plan.stat().st_size > 1_000_000
     entry = _entry(plan)
     assert entry["component"] == "asr_small" and entry["precision"] == "fp32"
@@ -49,7 +49,7 @@ def test_plan_of_the_shipped_small_checkpoint_covers_the_runs_largest_batch(tmp_
 def test_fp16_plan_of_the_streaming_checkpoint_is_calibrated_and_spans_whole_utterances(tmp_path):
     model, _ = load_checkpoint("checkpoints/asr-stream.pt")
     plan = build_trt_plan(model, "fp16", tmp_path, _calibration(4, 120), (4, 300), parse_gpu("sm86"),
-                          find_backend("tensorrt-rtx"))
+                          find_flavour("tensorrt-rtx"))
     entry = _entry(plan)
     assert entry["component"] == "asr_stream_step" and entry["precision"] == "fp16"
     assert entry["dims"]["chunk"]["max"] == 300  # the step graph runs over a whole utterance from zero state
@@ -59,7 +59,7 @@ def test_fp16_plan_of_the_streaming_checkpoint_is_calibrated_and_spans_whole_utt
 def test_reduced_precision_plans_need_a_calibration_set(tmp_path):
     model, _ = load_checkpoint("checkpoints/asr-small.pt")
     with pytest.raises(BackendUnavailable, match="--tune-on or --calib-manifest"):
-        build_trt_plan(model, "int8", tmp_path, None, (4, 200), parse_gpu("sm86"), find_backend("tensorrt-rtx"))
+        build_trt_plan(model, "int8", tmp_path, None, (4, 200), parse_gpu("sm86"), find_flavour("tensorrt-rtx"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")

@@ -83,7 +83,7 @@ def test_profile_trt_reports_layer_times(tmp_path, tts_onnx_dir):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     pytest.importorskip("tensorrt")
-    from speechtrt.build.arch import current_device
+    from speechtrt.engines.arch import current_device
 
     engines = tmp_path / "engines"
     res = CliRunner().invoke(app, ["build", "--model", "tts", "--gpu", current_device().sm, "--fp32",

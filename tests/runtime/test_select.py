@@ -1,4 +1,4 @@
-"""Backend selection: the first backend or a clear error; a fallback only when asked, and then logged."""
+"""TrtFlavour selection: the first backend or a clear error; a fallback only when asked, and then logged."""
 
 import logging
 

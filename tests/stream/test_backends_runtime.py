@@ -118,7 +118,7 @@ def test_stream_command_checks_precision_before_loading_anything(tmp_path):
 
 def _fake_plan(root: Path, payload: bytes, manifest_bytes: int, tensorrt: dict) -> Path:
     """A plan file and a manifest entry for it under ``root/<sm>/asr-stream`` (the layout `speechtrt build` writes)."""
-    from speechtrt.build.arch import current_device
+    from speechtrt.engines.arch import current_device
 
     gpu = current_device()
     folder = root / gpu.sm / "asr-stream"

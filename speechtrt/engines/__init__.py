@@ -5,20 +5,20 @@
     check_engine(result.plan)                                       # before loading: file, TensorRT, GPU
 """
 
-from speechtrt.build.arch import (
+from speechtrt.engines.arch import (
     ARCHES, GPU_NAMES, HARDWARE_COMPAT_LEVELS, BuildTarget, DeviceInfo, GpuArch, current_device, parse_gpu,
     resolve_target,
 )
-from speechtrt.build.backend import Backend, find_backend, installed_backends
-from speechtrt.build.engine import (
+from speechtrt.engines.flavour import TrtFlavour, find_flavour, installed_flavours
+from speechtrt.engines.builder import (
     PRECISIONS, BuildSettings, EngineBuilder, EngineBuildResult, PrecisionSummary, onnx_path_for,
     parse_shape_override,
 )
-from speechtrt.build.manifest import MANIFEST_NAME, check_engine, plan_path, read_manifest
+from speechtrt.engines.manifest import MANIFEST_NAME, check_engine, plan_path, read_manifest
 
 __all__ = [
-    "ARCHES", "Backend", "BuildSettings", "BuildTarget", "DeviceInfo", "EngineBuildResult", "EngineBuilder",
+    "ARCHES", "TrtFlavour", "BuildSettings", "BuildTarget", "DeviceInfo", "EngineBuildResult", "EngineBuilder",
     "GPU_NAMES", "GpuArch", "HARDWARE_COMPAT_LEVELS", "MANIFEST_NAME", "PRECISIONS", "PrecisionSummary",
-    "check_engine", "current_device", "find_backend", "installed_backends", "onnx_path_for", "parse_gpu",
+    "check_engine", "current_device", "find_flavour", "installed_flavours", "onnx_path_for", "parse_gpu",
     "parse_shape_override", "plan_path", "read_manifest", "resolve_target",
 ]

@@ -1,6 +1,6 @@
-"""GPU architectures: the ``--gpu smXX`` names, their compute capabilities, and what each backend can target.
+"""GPU architectures: the ``--gpu smXX`` names, their compute capabilities, and what each TensorRT flavour can target.
 
-An engine is compiled for one compute capability. Two backends build them, with different reach:
+An engine is compiled for one compute capability. Two TensorRT flavours build them, with different reach:
 
 * **TensorRT** (``tensorrt``) compiles for the GPU it runs on. It reaches another architecture only through a
   hardware-compatibility level: ``ampere-plus`` (built on an Ampere or newer GPU, runs on any Ampere or newer GPU)
@@ -132,7 +132,7 @@ def current_device() -> DeviceInfo | None:
 
 @dataclass(frozen=True)
 class BuildTarget:
-    """What one build compiles for: the architecture, and how the backend is told.
+    """What one build compiles for: the architecture, and how the TensorRT flavour is told.
 
     ``rtx_capability`` is the TensorRT-RTX ``ComputeCapability`` member (TensorRT-RTX only);
     ``hardware_compat`` is the TensorRT hardware-compatibility level (TensorRT only, ``none`` by default).

@@ -22,7 +22,7 @@ INSTALL_HINT = (
 
 
 @dataclass(frozen=True)
-class Backend:
+class TrtFlavour:
     """An importable TensorRT flavour: ``flavour`` is ``tensorrt`` or ``tensorrt-rtx``; ``trt`` is the module."""
 
     flavour: str
@@ -42,16 +42,16 @@ class Backend:
         return {"flavour": self.flavour, "version": self.version}
 
 
-def import_backend(flavour: str) -> Backend | None:
-    """The backend of one flavour, or None when it does not import here."""
+def import_flavour(flavour: str) -> TrtFlavour | None:
+    """The TensorRT of one flavour, or None when it does not import here."""
     try:
         module = importlib.import_module(FLAVOURS[flavour])
     except ImportError:
         return None
-    return Backend(flavour, str(getattr(module, "__version__", "unknown")), module)
+    return TrtFlavour(flavour, str(getattr(module, "__version__", "unknown")), module)
 
 
-def find_backend(prefer: str | None = None) -> Backend:
+def find_flavour(prefer: str | None = None) -> TrtFlavour:
     """The TensorRT to build with: ``prefer`` (or ``$SPEECHTRT_TRT``) when given, else ``tensorrt``, else RTX.
 
     Raises BuildError naming how to install one when neither imports.
@@ -60,27 +60,27 @@ def find_backend(prefer: str | None = None) -> Backend:
     if prefer is not None:
         if prefer not in FLAVOURS:
             raise BuildError(f"unknown TensorRT flavour {prefer!r}: choose one of {', '.join(FLAVOURS)}")
-        backend = import_backend(prefer)
-        if backend is None:
+        found = import_flavour(prefer)
+        if found is None:
             raise BuildError(f"{prefer} was asked for but does not import here: {INSTALL_HINT}")
-        return backend
+        return found
     for flavour in FLAVOURS:
-        backend = import_backend(flavour)
-        if backend is not None:
-            return backend
+        found = import_flavour(flavour)
+        if found is not None:
+            return found
     raise BuildError(f"no TensorRT is installed: {INSTALL_HINT}")
 
 
-def installed_backends() -> list[Backend]:
+def installed_flavours() -> list[TrtFlavour]:
     """Every TensorRT flavour that imports here, preferred first."""
-    return [b for b in (import_backend(f) for f in FLAVOURS) if b is not None]
+    return [b for b in (import_flavour(f) for f in FLAVOURS) if b is not None]
 
 
-def candidate_backends() -> list[Backend]:
+def candidate_flavours() -> list[TrtFlavour]:
     """Backends to try for a build, preferred first: only ``$SPEECHTRT_TRT`` when set, else every installed one.
 
     Raises BuildError naming how to install one when none imports.
     """
     if os.environ.get("SPEECHTRT_TRT"):
-        return [find_backend()]
-    return installed_backends() or [find_backend()]
+        return [find_flavour()]
+    return installed_flavours() or [find_flavour()]

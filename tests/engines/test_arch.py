@@ -2,10 +2,10 @@
 
 import pytest
 
-from speechtrt.build.arch import (
+from speechtrt.engines.arch import (
     ARCHES, DeviceInfo, arch_for_capability, parse_gpu, resolve_target, rtx_targets, tensorrt_targets,
 )
-from speechtrt.build.backend import find_backend
+from speechtrt.engines.flavour import find_flavour
 from speechtrt.errors import BuildError, InputError
 
 
@@ -32,7 +32,7 @@ def test_capability_lookup_round_trips():
 
 
 def test_rtx_reaches_consumer_and_ampere_archs_but_not_hopper():
-    trt = find_backend("tensorrt-rtx").trt
+    trt = find_flavour("tensorrt-rtx").trt
     assert [a.sm for a in rtx_targets(trt)] == ["sm75", "sm80", "sm86", "sm89", "sm120"]
     target = resolve_target(parse_gpu("sm86"), "tensorrt-rtx", trt, device=None)
     assert target.rtx_capability == trt.ComputeCapability.SM86 and target.ahead_of_time
@@ -40,7 +40,7 @@ def test_rtx_reaches_consumer_and_ampere_archs_but_not_hopper():
 
 @pytest.mark.parametrize("gpu", ["sm90", "sm100"])
 def test_rtx_refuses_hopper_and_datacenter_blackwell_and_says_how(gpu):
-    trt = find_backend("tensorrt-rtx").trt
+    trt = find_flavour("tensorrt-rtx").trt
     with pytest.raises(BuildError) as err:
         resolve_target(parse_gpu(gpu), "tensorrt-rtx", trt, device=None)
     msg = str(err.value)
@@ -50,7 +50,7 @@ def test_rtx_refuses_hopper_and_datacenter_blackwell_and_says_how(gpu):
 
 
 def test_rtx_has_no_hardware_compat_level():
-    trt = find_backend("tensorrt-rtx").trt
+    trt = find_flavour("tensorrt-rtx").trt
     with pytest.raises(BuildError, match="TensorRT option"):
         resolve_target(parse_gpu("sm86"), "tensorrt-rtx", trt, None, hardware_compat="ampere-plus")
     with pytest.raises(InputError, match="none, ampere-plus, same-cc"):

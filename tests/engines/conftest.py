@@ -94,18 +94,18 @@ def to_int8_qdq(src: Path, dst: Path, feeds: dict[str, np.ndarray]) -> int:
     return len(names)
 
 
-def rtx_backend():
-    """TensorRT-RTX, the backend that compiles for a chosen architecture on any machine (CI has no GPU)."""
-    from speechtrt.build.backend import find_backend
+def rtx_flavour():
+    """TensorRT-RTX, the flavour that compiles for a chosen architecture on any machine (CI has no GPU)."""
+    from speechtrt.engines.flavour import find_flavour
 
-    return find_backend("tensorrt-rtx")
+    return find_flavour("tensorrt-rtx")
 
 
 def write_sidecar(fp32_sidecar: Path, precision: str, graph: Path) -> None:
     """The FP32 sidecar plus ``precision``, describing ``graph`` (the file naming contract of `speechtrt calibrate`)."""
     data = json.loads(fp32_sidecar.read_text())
     data.update(precision=precision, onnx=graph.name, onnx_sha256=None,
-                quantization={"tool": "tests/build/conftest.py", "method": precision})
+                quantization={"tool": "tests/engines/conftest.py", "method": precision})
     graph.with_suffix(".json").write_text(json.dumps(data, indent=2))
 
 
@@ -137,27 +137,27 @@ def engines_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fp32_engines(onnx_dir, engines_root):
     """All seven components compiled at FP32 for sm86 (TensorRT-RTX, ahead of time): name → EngineBuildResult."""
-    from speechtrt.build.arch import parse_gpu
-    from speechtrt.build.engine import BuildSettings, EngineBuilder
+    from speechtrt.engines.arch import parse_gpu
+    from speechtrt.engines.builder import BuildSettings, EngineBuilder
     from speechtrt.export import COMPONENT_NAMES
 
-    builder = EngineBuilder(BuildSettings(parse_gpu(GPU), engines_dir=engines_root), backend=rtx_backend())
+    builder = EngineBuilder(BuildSettings(parse_gpu(GPU), engines_dir=engines_root), flavour=rtx_flavour())
     return {name: builder.build(name, "fp32", onnx_dir) for name in COMPONENT_NAMES}
 
 
 @pytest.fixture(scope="session")
 def reduced_engines(reduced_dir, engines_root):
     """FP16 and INT8 engines of the three reduced components: (name, precision) → EngineBuildResult."""
-    from speechtrt.build.arch import parse_gpu
-    from speechtrt.build.engine import BuildSettings, EngineBuilder
+    from speechtrt.engines.arch import parse_gpu
+    from speechtrt.engines.builder import BuildSettings, EngineBuilder
 
-    builder = EngineBuilder(BuildSettings(parse_gpu(GPU), engines_dir=engines_root), backend=rtx_backend())
+    builder = EngineBuilder(BuildSettings(parse_gpu(GPU), engines_dir=engines_root), flavour=rtx_flavour())
     return {(name, p): builder.build(name, p, reduced_dir) for name in REDUCED_COMPONENTS for p in ("fp16", "int8")}
 
 
 @pytest.fixture(scope="session")
 def rtx():
-    return rtx_backend()
+    return rtx_flavour()
 
 
 @pytest.fixture(scope="session")

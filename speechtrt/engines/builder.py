@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Callable
 
 from speechtrt import __version__
-from speechtrt.build.arch import BuildTarget, DeviceInfo, GpuArch, current_device, resolve_target
-from speechtrt.build.backend import Backend, candidate_backends
-from speechtrt.build.manifest import entry_key, plan_path, update_manifest
+from speechtrt.engines.arch import BuildTarget, DeviceInfo, GpuArch, current_device, resolve_target
+from speechtrt.engines.flavour import TrtFlavour, candidate_flavours
+from speechtrt.engines.manifest import entry_key, plan_path, update_manifest
 from speechtrt.errors import BuildError, InputError
 from speechtrt.export.components import DimRange, component
 from speechtrt.export.onnx import load_sidecar, sha256_file, writable_dir
@@ -313,23 +313,23 @@ def _known_parser_issue(text: str) -> str:
 class EngineBuilder:
     """Builds plans for one target architecture with one installed TensorRT.
 
-    ``backend`` defaults to the installed TensorRT flavours in order of preference; ``device`` to the GPU present.
-    Construction checks the target (BuildError, saying how to get that engine, when no backend can compile it here).
+    ``flavour`` defaults to the installed TensorRT flavours in order of preference; ``device`` to the GPU present.
+    Construction checks the target (BuildError, saying how to get that engine, when no flavour can compile it here).
     """
 
-    def __init__(self, settings: BuildSettings, backend: Backend | None = None,
+    def __init__(self, settings: BuildSettings, flavour: TrtFlavour | None = None,
                  device: DeviceInfo | None | object = _DETECT):
         self.settings = settings
         self.device = current_device() if device is _DETECT else device
-        self.backend, self.target = self._choose(backend)
+        self.flavour, self.target = self._choose(flavour)
 
-    def _choose(self, backend: Backend | None) -> tuple[Backend, BuildTarget]:
-        """The given backend, or the first installed one (TensorRT, then TensorRT-RTX) that can reach the target.
+    def _choose(self, flavour: TrtFlavour | None) -> tuple[TrtFlavour, BuildTarget]:
+        """The given flavour, or the first installed one (TensorRT, then TensorRT-RTX) that can reach the target.
 
         So a machine with both builds sm86 plans with TensorRT-RTX when its own GPU is not an sm86, and a machine
-        without a GPU falls back to TensorRT-RTX. When none can, the preferred backend's BuildError is raised.
+        without a GPU falls back to TensorRT-RTX. When none can, the preferred flavour's BuildError is raised.
         """
-        candidates = [backend] if backend is not None else candidate_backends()
+        candidates = [flavour] if flavour is not None else candidate_flavours()
         errors = []
         for candidate in candidates:
             try:
@@ -347,7 +347,7 @@ class EngineBuilder:
 
     def timing_cache_path(self) -> Path | None:
         """``engines/<gpu>/timing.cache`` for TensorRT; None for TensorRT-RTX, which has no timing cache."""
-        if self.backend.flavour != "tensorrt":
+        if self.flavour.flavour != "tensorrt":
             return None
         return Path(self.settings.engines_dir) / self.gpu / TIMING_CACHE_NAME
 
@@ -360,7 +360,7 @@ class EngineBuilder:
         entry for this engine, and no partial plan is left.
         """
         progress = progress or (lambda what, frac: None)
-        trt = self.backend.trt
+        trt = self.flavour.trt
         comp = component(component_name)
         src = onnx_path_for(onnx_dir, comp.name, precision)
         if not src.is_file():
@@ -382,7 +382,7 @@ class EngineBuilder:
         if not parser.parse_from_file(str(src)):
             errors = [_clean(str(parser.get_error(i))) for i in range(parser.num_errors)]
             text = " | ".join(errors[:3]) or _errors(logger)
-            raise BuildError(f"{self.backend.label} cannot parse {src}: {text}{_known_parser_issue(text)}")
+            raise BuildError(f"{self.flavour.label} cannot parse {src}: {text}{_known_parser_issue(text)}")
         summary = network_precision(network)
         check_precision(summary, precision, f"the network parsed from {src.name}")
 
@@ -399,7 +399,7 @@ class EngineBuilder:
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise BuildError(
-                f"{self.backend.label} could not build {comp.name} ({precision}) for {self.gpu}: "
+                f"{self.flavour.label} could not build {comp.name} ({precision}) for {self.gpu}: "
                 f"{_errors(logger) or 'no error was logged'}"
             )
         seconds = time.perf_counter() - t0
@@ -426,7 +426,7 @@ class EngineBuilder:
             "plan": path.name,
             "plan_bytes": len(data),
             "plan_sha256": plan_sha,
-            "tensorrt": self.backend.to_json(),
+            "tensorrt": self.flavour.to_json(),
             "target": {"gpu": self.gpu, "compute_capability": self.settings.gpu.capability,
                        "hardware_compat": self.target.hardware_compat,
                        "ahead_of_time": self.target.ahead_of_time},
@@ -487,19 +487,19 @@ class EngineBuilder:
             profile.set_shape(tensor.name, p.min, p.opt, p.max)
 
     def _configure(self, config) -> None:
-        trt = self.backend.trt
+        trt = self.flavour.trt
         if self.settings.workspace_mb is not None:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(self.settings.workspace_mb) << 20)
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
         if self.target.rtx_capability is not None:
             config.num_compute_capabilities = 1
             if not config.set_compute_capability(self.target.rtx_capability, 0):
-                raise BuildError(f"{self.backend.label} refused compute capability {self.settings.gpu.capability}")
+                raise BuildError(f"{self.flavour.label} refused compute capability {self.settings.gpu.capability}")
         levels = {"ampere-plus": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
         if self.target.hardware_compat in levels:
             level = getattr(trt.HardwareCompatibilityLevel, levels[self.target.hardware_compat], None)
             if level is None:
-                raise BuildError(f"{self.backend.label} has no hardware-compatibility level "
+                raise BuildError(f"{self.flavour.label} has no hardware-compatibility level "
                                  f"{self.target.hardware_compat}: upgrade TensorRT or drop --hardware-compat")
             config.hardware_compatibility_level = level
 
@@ -534,7 +534,7 @@ class EngineBuilder:
             self.target.hardware_compat == "ampere-plus" and dev.major >= 8
         ):
             return None, f"this GPU ({dev.sm}) is not the target ({self.gpu}): the plan cannot be deserialized here"
-        trt = self.backend.trt
+        trt = self.flavour.trt
         try:
             logger = _make_logger(trt)
             runtime = trt.Runtime(logger)

@@ -21,8 +21,8 @@ import json
 import os
 from pathlib import Path
 
-from speechtrt.build.arch import DeviceInfo, current_device
-from speechtrt.build.backend import FLAVOURS, Backend, import_backend
+from speechtrt.engines.arch import DeviceInfo, current_device
+from speechtrt.engines.flavour import FLAVOURS, TrtFlavour, import_flavour
 from speechtrt.errors import EngineLoadError
 from speechtrt.export.onnx import sha256_file
 
@@ -94,11 +94,11 @@ def _parse_plan_name(path: Path) -> tuple[str, str]:
     return (component or stem), (precision or "fp32")
 
 
-def check_engine(plan: str | Path, *, backend: Backend | None = None, device: DeviceInfo | None | object = _DETECT,
+def check_engine(plan: str | Path, *, flavour: TrtFlavour | None = None, device: DeviceInfo | None | object = _DETECT,
                  verify_sha256: bool = True) -> dict:
     """Check that the plan at ``plan`` can be loaded here, and return its manifest entry.
 
-    ``backend``: the TensorRT that will load it (default: the installed one of the flavour that built it).
+    ``flavour``: the TensorRT that will load it (default: the installed one of the flavour that built it).
     ``device``: the GPU it will run on (default: the one present, if any; pass None to skip the GPU check).
     ``verify_sha256`` re-hashes the file (a 200 MB plan takes well under a second).
     """
@@ -134,7 +134,7 @@ def check_engine(plan: str | Path, *, backend: Backend | None = None, device: De
             f"{engine} is corrupt: its SHA-256 differs from the one recorded at build; rebuild it with {fix}"
         )
 
-    _check_tensorrt(engine, entry, backend, fix)
+    _check_tensorrt(engine, entry, flavour, fix)
     if device is _DETECT:
         device = current_device()
     if device is not None:
@@ -142,12 +142,12 @@ def check_engine(plan: str | Path, *, backend: Backend | None = None, device: De
     return entry
 
 
-def _check_tensorrt(engine: str, entry: dict, backend: Backend | None, fix: str) -> None:
+def _check_tensorrt(engine: str, entry: dict, loader: TrtFlavour | None, fix: str) -> None:
     built = entry.get("tensorrt", {})
     flavour, version = built.get("flavour"), built.get("version")
     if flavour not in FLAVOURS:
         raise EngineLoadError(f"{engine} records no known TensorRT flavour ({flavour!r}): rebuild it with {fix}")
-    here = backend if backend is not None else import_backend(flavour)
+    here = loader if loader is not None else import_flavour(flavour)
     built_label = f"{'TensorRT-RTX' if flavour == 'tensorrt-rtx' else 'TensorRT'} {version}"
     if here is None:
         raise EngineLoadError(

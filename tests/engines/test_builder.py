@@ -7,11 +7,11 @@ import shutil
 import onnx
 import pytest
 
-from speechtrt.build.arch import current_device, parse_gpu
-from speechtrt.build.engine import (
+from speechtrt.engines.arch import current_device, parse_gpu
+from speechtrt.engines.builder import (
     BuildSettings, EngineBuilder, onnx_path_for, parse_shape_override, profile_from_sidecar,
 )
-from speechtrt.build.manifest import read_manifest
+from speechtrt.engines.manifest import read_manifest
 from speechtrt.errors import BuildError, InputError
 from speechtrt.export import COMPONENT_NAMES, DimRange
 from speechtrt.export.onnx import sha256_file
@@ -25,7 +25,7 @@ REDUCED_COMPONENTS = ("asr_small", "asr_stream_step", "tts_vocoder")
 @pytest.fixture
 def builder_for(rtx):
     def make(engines_dir, **settings):
-        return EngineBuilder(BuildSettings(parse_gpu(GPU), engines_dir=engines_dir, **settings), backend=rtx)
+        return EngineBuilder(BuildSettings(parse_gpu(GPU), engines_dir=engines_dir, **settings), flavour=rtx)
 
     return make
 
@@ -213,23 +213,23 @@ def test_graph_rewritten_after_export_builds_with_a_warning(scratch, tmp_path, b
 def test_without_a_gpu_the_builder_falls_back_to_tensorrt_rtx(tmp_path, monkeypatch):
     monkeypatch.delenv("SPEECHTRT_TRT", raising=False)
     builder = EngineBuilder(BuildSettings(parse_gpu("sm89"), engines_dir=tmp_path), device=None)
-    assert builder.backend.flavour == "tensorrt-rtx" and builder.target.ahead_of_time  # TensorRT needs a GPU
+    assert builder.flavour.flavour == "tensorrt-rtx" and builder.target.ahead_of_time  # TensorRT needs a GPU
     assert builder.timing_cache_path() is None
 
 
 def test_sm90_with_tensorrt_rtx_is_refused_before_any_work(tmp_path, rtx):
     with pytest.raises(BuildError, match="TensorRT-RTX cannot compile for sm90"):
-        EngineBuilder(BuildSettings(parse_gpu("sm90"), engines_dir=tmp_path), backend=rtx)
+        EngineBuilder(BuildSettings(parse_gpu("sm90"), engines_dir=tmp_path), flavour=rtx)
     assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="needs TensorRT (pypi.nvidia.com)")
 def test_tensorrt_on_this_gpu_keeps_a_timing_cache_and_inspects_the_engine(onnx_dir, tmp_path):
-    from speechtrt.build.backend import find_backend
+    from speechtrt.engines.flavour import find_flavour
 
     device = current_device()
-    builder = EngineBuilder(BuildSettings(parse_gpu(device.sm), engines_dir=tmp_path), backend=find_backend("tensorrt"))
+    builder = EngineBuilder(BuildSettings(parse_gpu(device.sm), engines_dir=tmp_path), flavour=find_flavour("tensorrt"))
     result = builder.build("tts_vocoder", "fp32", onnx_dir)
     assert (tmp_path / device.sm / "timing.cache").stat().st_size > 0
     assert result.entry["device"]["compute_capability"] == device.capability

@@ -1,0 +1,72 @@
+"""Writing reports: JSON that stays standard, Markdown tables, and output folders checked before work starts."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from speechtrt.errors import InputError
+
+
+def check_writable(folder: str | Path, flag: str = "--out") -> Path:
+    """Create ``folder`` if needed and prove it is writable, or raise an InputError naming ``flag``.
+
+    Commands call this before any long work, so a typo in an output path fails in a second, not after the run.
+    """
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".speechtrt-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{flag} {str(out)!r}: cannot write there ({exc.strerror or exc}); "
+                         "choose a folder you can write to") from exc
+    return out
+
+
+def _finite(obj):
+    """NaN/Inf become ``null``; numpy scalars and arrays become plain numbers and lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy scalar or array
+        return _finite(obj.tolist())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    """``data`` as indented standard JSON (no NaN literals), creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(data), indent=2, allow_nan=False, default=str) + "\n")
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text if text.endswith("\n") else text + "\n")
+    return path
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured Markdown table; floats keep 4 significant digits (large ones print whole), None is –."""
+    def cell(v):
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                return "–"
+            return f"{v:.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
