@@ -46,8 +46,8 @@ COMPONENT_NAMES = (*TTS_COMPONENTS, *ASR_COMPONENTS, STREAM_COMPONENT)
 def _choice(value: str, allowed: Iterable[str], what: str, flag: str | None) -> str:
     allowed = tuple(allowed)
     if value not in allowed:
-        where = f"{flag} {value!r}" if flag else f"{what} {value!r}"
-        raise InputError(f"{where}: unknown {what}; choose one of {', '.join(allowed)}")
+        where = f" ({flag})" if flag else ""
+        raise InputError(f"unknown {what} {value!r}{where}: choose one of {', '.join(allowed)}")
     return value
 
 
@@ -60,7 +60,7 @@ def check_precision(name: str, backend: str | None = None, flag: str | None = "-
     _choice(name, PRECISIONS, "precision", flag)
     if backend is not None and name not in BACKEND_PRECISIONS[check_backend(backend, None)]:
         runs = ", ".join(BACKEND_PRECISIONS[backend])
-        raise InputError(f"{flag or 'precision'} {name!r}: the {backend} backend runs {runs}")
+        raise InputError(f"precision {name!r}{f' ({flag})' if flag else ''}: the {backend} backend runs {runs}")
     return name
 
 

@@ -35,7 +35,8 @@ def models():
 @pytest.fixture(scope="session")
 def onnx_dir(tmp_path_factory, models):
     """All seven components exported (FP32, parity-checked) into one folder for the whole session."""
-    from speechtrt.export import components_for, export_component
+    from speechtrt.export import components_for
+    from speechtrt.pipeline import export_component
 
     out = tmp_path_factory.mktemp("onnx")
     for comp in components_for("all"):

@@ -18,15 +18,16 @@ from rich.table import Table
 
 from speechtrt.engines.arch import GPU_NAMES, HARDWARE_COMPAT_LEVELS, parse_gpu
 from speechtrt.engines.builder import (
-    PRECISIONS, BuildSettings, EngineBuilder, EngineBuildResult, missing_graph_hint, onnx_path_for,
+    BuildSettings, EngineBuilder, EngineBuildResult, missing_graph_hint, onnx_path_for,
     parse_shape_override,
 )
 from speechtrt.errors import BuildError, InputError, SpeechTRTError
 from speechtrt.export.components import components_for
+from speechtrt.vocab import GRAPH_PRECISIONS
 
 
 def _selected_precisions(fp32: bool, fp16: bool, int8: bool) -> list[str]:
-    chosen = [p for p, on in zip(PRECISIONS, (fp32, fp16, int8)) if on]
+    chosen = [p for p, on in zip(GRAPH_PRECISIONS, (fp32, fp16, int8)) if on]
     return chosen or ["fp32"]
 
 

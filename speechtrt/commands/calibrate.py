@@ -22,7 +22,8 @@ def _components(model: str):
 
 def _ensure_fp32(comps, onnx_dir: Path, export_missing: bool, checkpoint: str | None, seed: int, progress) -> list[str]:
     """Export the FP32 graphs that are not in ``onnx_dir`` (or refuse, naming them); returns the exported names."""
-    from speechtrt.export.onnx import export_component, writable_dir
+    from speechtrt.files import check_writable
+    from speechtrt.pipeline import export_component
     from speechtrt.quantize.calib import load_model
 
     if onnx_dir.exists() and not onnx_dir.is_dir():
@@ -44,7 +45,7 @@ def _ensure_fp32(comps, onnx_dir: Path, export_missing: bool, checkpoint: str | 
         where = "does not exist" if not onnx_dir.exists() else f"lacks {', '.join(c.name + '.onnx' for c in missing)}"
         raise InputError(f"ONNX folder {onnx_dir} {where}: run `speechtrt export --out {onnx_dir}` first "
                          "or drop --no-export")
-    writable_dir(onnx_dir)
+    check_writable(onnx_dir, "--onnx-dir")
     task = progress.add_task("exporting missing FP32 graphs", total=len(missing))
     models: dict[str, object] = {}
     for comp in missing:

@@ -31,13 +31,14 @@ def register(app: typer.Typer) -> None:
         """Export each component to ONNX (named I/O, dynamic axes, sidecar JSON) and print the parity table."""
         import torch
 
-        from speechtrt.export import components_for, export_component
-        from speechtrt.export.onnx import writable_dir
+        from speechtrt.export import components_for
+        from speechtrt.pipeline import export_component
+        from speechtrt.files import check_writable
         from speechtrt.models import build_model, load_checkpoint
 
         console = Console()
         comps = components_for(model)
-        writable_dir(out)
+        check_writable(out, "--out")
         loaded = {}
         for path in checkpoint:
             m, meta = load_checkpoint(path)

@@ -11,14 +11,14 @@ from speechtrt.engines.arch import (
 )
 from speechtrt.engines.flavour import TrtFlavour, find_flavour, installed_flavours
 from speechtrt.engines.builder import (
-    PRECISIONS, BuildSettings, EngineBuilder, EngineBuildResult, PrecisionSummary, onnx_path_for,
+    BuildSettings, EngineBuilder, EngineBuildResult, PrecisionSummary, onnx_path_for,
     parse_shape_override,
 )
 from speechtrt.engines.manifest import MANIFEST_NAME, check_engine, plan_path, read_manifest
 
 __all__ = [
     "ARCHES", "TrtFlavour", "BuildSettings", "BuildTarget", "DeviceInfo", "EngineBuildResult", "EngineBuilder",
-    "GPU_NAMES", "GpuArch", "HARDWARE_COMPAT_LEVELS", "MANIFEST_NAME", "PRECISIONS", "PrecisionSummary",
+    "GPU_NAMES", "GpuArch", "HARDWARE_COMPAT_LEVELS", "MANIFEST_NAME", "PrecisionSummary",
     "check_engine", "current_device", "find_flavour", "installed_flavours", "onnx_path_for", "parse_gpu",
     "parse_shape_override", "plan_path", "read_manifest", "resolve_target",
 ]

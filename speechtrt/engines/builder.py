@@ -31,10 +31,11 @@ from speechtrt.engines.arch import BuildTarget, DeviceInfo, GpuArch, current_dev
 from speechtrt.engines.flavour import TrtFlavour, candidate_flavours
 from speechtrt.engines.manifest import entry_key, plan_path, update_manifest
 from speechtrt.errors import BuildError, InputError
-from speechtrt.export.components import DimRange, component
-from speechtrt.export.onnx import load_sidecar, sha256_file, writable_dir
+from speechtrt.export.components import Component, DimRange, component
+from speechtrt.export.onnx import load_sidecar
+from speechtrt.files import check_writable, sha256_file
+from speechtrt.vocab import GRAPH_PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 TIMING_CACHE_NAME = "timing.cache"
 _DETECT = object()
 
@@ -46,9 +47,10 @@ Progress = Callable[[str, float], None]
 
 
 def onnx_path_for(onnx_dir: str | Path, component_name: str, precision: str) -> Path:
-    """``<dir>/<component>.onnx`` for FP32, ``<dir>/<component>.<precision>.onnx`` for FP16 and INT8."""
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    """``<dir>/<component>.onnx`` for FP32, ``<dir>/<component>.<precision>.onnx`` (the ModelOpt graph) for FP16
+    and INT8: the TensorRT row of :func:`speechtrt.runtime.open.graph_name`'s rule."""
+    if precision not in GRAPH_PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}: engines are built in {', '.join(GRAPH_PRECISIONS)}")
     suffix = "" if precision == "fp32" else f".{precision}"
     return Path(onnx_dir) / f"{component_name}{suffix}.onnx"
 
@@ -351,7 +353,7 @@ class EngineBuilder:
             return None
         return Path(self.settings.engines_dir) / self.gpu / TIMING_CACHE_NAME
 
-    def build(self, component_name: str, precision: str, onnx_dir: str | Path,
+    def build(self, component_name: str | Component, precision: str, onnx_dir: str | Path,
               progress: Progress | None = None) -> EngineBuildResult:
         """Compile the graph :func:`onnx_path_for` names into ``<engines>/<gpu>/<model>/<component>.<precision>.plan``.
 
@@ -361,7 +363,7 @@ class EngineBuilder:
         """
         progress = progress or (lambda what, frac: None)
         trt = self.flavour.trt
-        comp = component(component_name)
+        comp = component_name if isinstance(component_name, Component) else component(component_name)
         src = onnx_path_for(onnx_dir, comp.name, precision)
         if not src.is_file():
             raise BuildError(missing_graph_hint(comp.model, precision, src))
@@ -411,7 +413,7 @@ class EngineBuilder:
             check_precision(inspected, precision, f"the built engine {path.name} (engine inspector)")
 
         progress("writing plan", 0.96)
-        out_dir = writable_dir(path.parent)
+        out_dir = check_writable(path.parent, "--engine-dir")
         data = memoryview(plan)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(data)
@@ -520,7 +522,7 @@ class EngineBuilder:
         cache = config.get_timing_cache()
         if cache is None:
             return
-        writable_dir(path.parent)
+        check_writable(path.parent)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(memoryview(cache.serialize()))
         os.replace(tmp, path)

@@ -24,7 +24,7 @@ from pathlib import Path
 from speechtrt.engines.arch import DeviceInfo, current_device
 from speechtrt.engines.flavour import FLAVOURS, TrtFlavour, import_flavour
 from speechtrt.errors import EngineLoadError
-from speechtrt.export.onnx import sha256_file
+from speechtrt.files import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "speechtrt-engines/1"

@@ -1,10 +1,14 @@
-"""ONNX export (layer 2): one graph per component, sidecar JSON with I/O and shape ranges, parity vs PyTorch."""
+"""ONNX export (layer 2): one graph per component, sidecar JSON with I/O and shape ranges, parity vs PyTorch.
 
-from speechtrt.export.components import COMPONENT_NAMES, Component, DimRange, TensorSpec, component, components_for
-from speechtrt.export.onnx import ExportResult, export_component, load_sidecar
+:func:`export_graph` writes a graph and its sidecar; :func:`speechtrt.pipeline.export_component` adds the parity
+check through the runtime.
+"""
+
+from speechtrt.export.components import Component, DimRange, TensorSpec, component, components_for
+from speechtrt.export.onnx import ExportResult, export_graph, load_sidecar, record_parity
 from speechtrt.export.parity import PARITY_TOLERANCE, ParityReport, check_parity, relative_l2
 
 __all__ = [
-    "COMPONENT_NAMES", "Component", "DimRange", "ExportResult", "PARITY_TOLERANCE", "ParityReport", "TensorSpec",
-    "check_parity", "component", "components_for", "export_component", "load_sidecar", "relative_l2",
+    "Component", "DimRange", "ExportResult", "PARITY_TOLERANCE", "ParityReport", "TensorSpec", "check_parity",
+    "component", "components_for", "export_graph", "load_sidecar", "record_parity", "relative_l2",
 ]

@@ -13,7 +13,6 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from speechtrt.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -160,17 +159,23 @@ def _asr_stream_inputs(model, s, gen):
 # ---------------------------------------------------------------- the seven graphs
 
 
-def _tts_components() -> list[Component]:
+def tts_components(config=None, model: str = "tts") -> list[Component]:
+    """The three TTS graphs of a model with ``config`` (default: the seed's :class:`~speechtrt.config.TTSConfig`).
+
+    Any model following :class:`speechtrt.models.protocol.TTSModel` (a trained voice, a user's model) has these
+    three graphs; only the widths and the ranges come from its config. ``model`` names the owner (the folder its
+    plans go to).
+    """
     from speechtrt.config import TTSConfig
 
-    c = TTSConfig()
+    c = config or TTSConfig()
     L, H, D, E, M = c.num_layers, c.num_heads, c.head_dim, c.hidden_dim, c.mel_dim
     text = DimRange("text", 1, 64, c.max_text_len)
     kv_text = (L, "batch", H, "text", D)
     kv_past = (L, "batch", H, "past", D)
     return [
         Component(
-            "tts_encoder", "tts",
+            "tts_encoder", model,
             inputs=(TensorSpec("tokens", "int64", ("batch", "text")), TensorSpec("text_lengths", "int64", ("batch",))),
             outputs=(TensorSpec("memory", "float32", ("batch", "text", E)),
                      TensorSpec("cross_k", "float32", kv_text), TensorSpec("cross_v", "float32", kv_text)),
@@ -178,7 +183,7 @@ def _tts_components() -> list[Component]:
             exporter="dynamo", wrap=_TTSEncoder, make_inputs=_tts_encoder_inputs,
         ),
         Component(
-            "tts_decoder_step", "tts",
+            "tts_decoder_step", model,
             inputs=(TensorSpec("prev_frame", "float32", ("batch", M)), TensorSpec("past_len", "int64", ("batch",)),
                     TensorSpec("past_k", "float32", kv_past), TensorSpec("past_v", "float32", kv_past),
                     TensorSpec("cross_k", "float32", kv_text), TensorSpec("cross_v", "float32", kv_text),
@@ -190,7 +195,7 @@ def _tts_components() -> list[Component]:
             exporter="dynamo", wrap=_TTSDecoderStep, make_inputs=_tts_decoder_inputs,
         ),
         Component(
-            "tts_vocoder", "tts",
+            "tts_vocoder", model,
             inputs=(TensorSpec("mel", "float32", ("batch", "frames", M)),),
             outputs=(TensorSpec("audio", "float32", ("batch", "samples")),),
             dims={"batch": DimRange("batch", 1, 8, 64), "frames": DimRange("frames", 1, 250, c.max_frames)},
@@ -234,25 +239,23 @@ def _asr_stream_component() -> Component:
 
 
 def all_components() -> list[Component]:
-    return [*_tts_components(), *(_asr_component(s) for s in ("small", "medium", "large")), _asr_stream_component()]
+    return [*tts_components(), *(_asr_component(s) for s in ("small", "medium", "large")), _asr_stream_component()]
 
 
-COMPONENT_NAMES = tuple(c.name for c in all_components())
+def component(name: str, config=None) -> Component:
+    """The component ``name``; for the TTS graphs, shaped by ``config`` (a model's config) when given."""
+    from speechtrt.vocab import check_component
 
-
-def component(name: str) -> Component:
-    for c in all_components():
-        if c.name == name:
-            return c
-    raise InputError(f"unknown component {name!r}: choose one of {', '.join(COMPONENT_NAMES)}")
+    check_component(name)
+    if config is not None and name.startswith("tts_"):
+        return next(c for c in tts_components(config) if c.name == name)
+    return next(c for c in all_components() if c.name == name)
 
 
 def components_for(model: str) -> list[Component]:
     """Components of a CLI model name (``tts``, ``asr-small`` ... ``asr-stream``) or of ``all``."""
-    from speechtrt.models import MODEL_NAMES
+    from speechtrt.vocab import check_model
 
-    if model == "all":
+    if check_model(model, flag="--model", allow_all=True) == "all":
         return all_components()
-    if model not in MODEL_NAMES:
-        raise InputError(f"unknown model {model!r}: choose one of {', '.join(MODEL_NAMES)} or 'all'")
     return [c for c in all_components() if c.model == model]

@@ -1,4 +1,8 @@
-"""ONNX export, one graph per component, each with a sidecar JSON and a parity check.
+"""ONNX export, one graph per component, each with a sidecar JSON.
+
+The parity check against PyTorch runs the graph through the runtime, so it lives one layer up
+(:func:`speechtrt.pipeline.export_component`, which calls :func:`export_graph` then records the result with
+:func:`record_parity`).
 
 Exporter choice (measured, see DESIGN.md): the transformer parts export with the TorchDynamo-based exporter and
 truly dynamic batch/time axes; the LSTM models export with the TorchScript-based exporter, which writes ONNX ``LSTM``
@@ -8,7 +12,6 @@ ops with ``sequence_lens`` (the dynamo exporter fails on them).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -24,7 +27,8 @@ import torch
 from speechtrt import __version__
 from speechtrt.errors import ExportError, InputError
 from speechtrt.export.components import Component
-from speechtrt.export.parity import ParityReport, check_parity
+from speechtrt.export.parity import ParityReport
+from speechtrt.files import check_writable, sha256_file
 
 OPSET = {"dynamo": 18, "torchscript": 17}
 SIDECAR_FORMAT = "speechtrt-onnx/1"
@@ -38,29 +42,6 @@ class ExportResult:
     sidecar: dict
     parity: ParityReport | None
     seconds: float
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def writable_dir(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` if needed and prove it is writable, or raise an InputError that says so."""
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".speechtrt-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(
-            f"cannot write to output folder {str(out)!r} ({exc.strerror or exc}); choose a folder you can write to"
-        ) from exc
-    return out
 
 
 def _export(comp: Component, wrapper: torch.nn.Module, example: dict[str, torch.Tensor], path: Path) -> None:
@@ -103,14 +84,11 @@ def _quiet_fds():
                 os.close(fd)
 
 
-def export_component(comp: Component, model: torch.nn.Module, out_dir: str | Path, *, check: bool = True,
-                     seed: int = 0, source: dict | None = None) -> ExportResult:
-    """Export one component of ``model`` to ``out_dir/<name>.onnx`` with ``<name>.json`` beside it.
-
-    With ``check`` the graph is compared with PyTorch on fresh random inputs of several shapes; a graph beyond
-    tolerance raises :class:`ExportError` (the files stay on disk for inspection).
-    """
-    out = writable_dir(out_dir)
+def export_graph(comp: Component, model: torch.nn.Module, out_dir: str | Path, *, seed: int = 0,
+                 source: dict | None = None) -> ExportResult:
+    """Export one component of ``model`` to ``out_dir/<name>.onnx`` with ``<name>.json`` beside it (no parity yet:
+    ``sidecar["parity"]`` is None until :func:`record_parity`)."""
+    out = check_writable(out_dir, "--out")
     path = out / f"{comp.name}.onnx"
     model = model.eval()
     wrapper = comp.wrap(model).eval()
@@ -124,8 +102,6 @@ def export_component(comp: Component, model: torch.nn.Module, out_dir: str | Pat
         raise ExportError(f"exporting {comp.name} failed: {exc.__class__.__name__}: {str(exc)[:400]}") from exc
     model.eval()
     seconds = time.perf_counter() - t0
-
-    parity = check_parity(comp, model, path, seed=seed + 1) if check else None
     sidecar = {
         "format": SIDECAR_FORMAT,
         "component": comp.name,
@@ -138,19 +114,28 @@ def export_component(comp: Component, model: torch.nn.Module, out_dir: str | Pat
         "inputs": [_io_json(comp, s, with_ranges=True) for s in comp.inputs],
         "outputs": [_io_json(comp, s, with_ranges=False) for s in comp.outputs],
         "dims": {n: {"min": d.min, "opt": d.opt, "max": d.max} for n, d in comp.dims.items()},
-        "parity": parity.to_json() if parity else None,
+        "parity": None,
         "source": source or {},
         "export_seconds": round(seconds, 3),
         "versions": {"speechtrt": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     sidecar_path = out / f"{comp.name}.json"
     sidecar_path.write_text(json.dumps(sidecar, indent=2) + "\n")
-    if parity and not parity.ok:
+    return ExportResult(comp, path, sidecar_path, sidecar, None, seconds)
+
+
+def record_parity(result: ExportResult, parity: ParityReport) -> ExportResult:
+    """Write ``parity`` into the graph's sidecar; raise :class:`ExportError` when it is beyond tolerance (the files
+    stay on disk for inspection)."""
+    result.sidecar["parity"] = parity.to_json()
+    result.sidecar_path.write_text(json.dumps(result.sidecar, indent=2) + "\n")
+    result.parity = parity
+    if not parity.ok:
         raise ExportError(
-            f"{comp.name}: ONNX Runtime differs from PyTorch by relative L2 {parity.worst:.2e} "
-            f"(tolerance {parity.tolerance:.0e}); see {sidecar_path} for the cases"
+            f"{result.component.name}: ONNX Runtime differs from PyTorch by relative L2 {parity.worst:.2e} "
+            f"(tolerance {parity.tolerance:.0e}); see {result.sidecar_path} for the cases"
         )
-    return ExportResult(comp, path, sidecar_path, sidecar, parity, seconds)
+    return result
 
 
 def _io_json(comp: Component, spec, with_ranges: bool) -> dict:

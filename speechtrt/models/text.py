@@ -71,6 +71,29 @@ def tts_tokens(text: str, vocab_size: int = 256) -> list[int]:
     return [ord(ch) for ch in norm]
 
 
+class ByteTokenizer:
+    """The seed TTS model's text front end as an object: :func:`normalize_tts_text`, then the byte table.
+
+    A TTS model's tokenizer (``model.tokenizer``; this one when a model has none) is what the TTS service calls once
+    per text part, at the edge: ``normalize(text)`` for splitting and the frame rule, ``tokens(part)`` for the
+    encoder. A trained voice brings its own (phonemes).
+    """
+
+    def __init__(self, vocab_size: int = 256):
+        self.vocab_size = vocab_size
+
+    def normalize(self, text: str) -> str:
+        return normalize_tts_text(text)
+
+    def tokens(self, text: str) -> list[int]:
+        return tts_tokens(text, self.vocab_size)
+
+
+def tokenizer_of(model) -> "ByteTokenizer":
+    """The model's text front end: ``model.tokenizer`` when it has one, else the seed's byte table."""
+    return getattr(model, "tokenizer", None) or ByteTokenizer(model.config.vocab_size)
+
+
 # ASR: the seed's ``ASREvaluator`` table.
 BLANK = 0
 UNKNOWN = 1

@@ -339,7 +339,7 @@ def load_set(calib_dir: str | Path, name: str, heldout: bool = False) -> dict[st
 
 
 def describe(cs: CalibSet, path: Path) -> dict:
-    from speechtrt.export.onnx import sha256_file
+    from speechtrt.files import sha256_file
 
     return {
         "file": path.name if path.parent.name != "heldout" else f"heldout/{path.name}",
@@ -395,10 +395,10 @@ def capture(components: list[Component], calib_dir: str | Path, config: CaptureC
     ``progress(description, advance)`` is called as work proceeds (for a progress bar). Returns the manifest
     entries written: ``{component: {"calibration": {...}, "heldout": {...}, "seconds": s}}``.
     """
-    from speechtrt.export.onnx import writable_dir
+    from speechtrt.files import check_writable
 
     with single_thread():
-        return _capture(components, writable_dir(calib_dir), config, checkpoints or {}, progress)
+        return _capture(components, check_writable(calib_dir), config, checkpoints or {}, progress)
 
 
 def _capture(components, calib_dir: Path, config: CaptureConfig, checkpoints: dict[str, str], progress) -> dict:

@@ -485,9 +485,9 @@ def markdown_table(report: FidelityReport) -> str:
 
 
 def write_report(report: FidelityReport, reports_dir: str | Path) -> tuple[Path, Path]:
-    from speechtrt.export.onnx import writable_dir
+    from speechtrt.files import check_writable
 
-    out = writable_dir(reports_dir)
+    out = check_writable(reports_dir)
     json_path, md_path = out / "fidelity.json", out / "fidelity.md"
     json_path.write_text(json.dumps(_json_safe(report.to_json()), indent=2) + "\n")
     md_path.write_text(

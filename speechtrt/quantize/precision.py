@@ -33,10 +33,10 @@ import numpy as np
 
 from speechtrt.errors import ExportError, InputError
 from speechtrt.export.components import Component
-from speechtrt.export.onnx import load_sidecar, sha256_file, writable_dir
+from speechtrt.export.onnx import load_sidecar
+from speechtrt.files import check_writable, sha256_file
+from speechtrt.vocab import CALIBRATION_METHODS, REDUCED_PRECISIONS, parse_list
 
-PRECISIONS = ("fp16", "int8")
-CALIBRATION_METHODS = ("entropy", "max")
 HIGH_PRECISIONS = ("fp16", "fp32")
 CALIB_BATCH = 8  # samples per calibration feed
 AUTOCAST_BATCHES = 4  # feeds AutoCast runs to find out-of-range nodes (it keeps every intermediate tensor)
@@ -54,17 +54,14 @@ class PrecisionResult:
 
 def check_method(method: str) -> str:
     if method not in CALIBRATION_METHODS:
-        raise InputError(f"unknown calibration method {method!r}: choose one of {', '.join(CALIBRATION_METHODS)}")
+        raise InputError(f"--method {method!r}: unknown calibration method; choose one of "
+                         f"{', '.join(CALIBRATION_METHODS)}")
     return method
 
 
 def parse_precisions(text: str) -> list[str]:
-    """``"fp16,int8"`` -> ``["fp16", "int8"]``; unknown names raise an InputError naming the choices."""
-    names = [p.strip().lower() for p in text.split(",") if p.strip()]
-    bad = [p for p in names if p not in PRECISIONS]
-    if bad or not names:
-        raise InputError(f"unknown precision(s) {', '.join(bad) or repr(text)}: choose from {', '.join(PRECISIONS)}")
-    return list(dict.fromkeys(names))
+    """``"fp16,int8"`` -> ``["fp16", "int8"]``; unknown names raise an InputError naming the flag and choices."""
+    return list(parse_list(text.lower(), REDUCED_PRECISIONS, "--precision"))
 
 
 def graph_counts(model) -> dict:
@@ -200,7 +197,7 @@ def make_fp16(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, np.nd
 
     onnx_dir = Path(onnx_dir)
     fp32, fp32_side = _check_fp32(comp, onnx_dir)
-    out_dir = writable_dir(out_dir or onnx_dir)
+    out_dir = check_writable(out_dir or onnx_dir)
     out = out_dir / f"{comp.name}.fp16.onnx"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="speechtrt-autocast-") as tmp, _quiet() as log:
@@ -248,7 +245,7 @@ def make_int8(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, np.nd
         raise InputError(f"unknown high precision {high_precision!r}: choose one of {', '.join(HIGH_PRECISIONS)}")
     onnx_dir = Path(onnx_dir)
     fp32, fp32_side = _check_fp32(comp, onnx_dir)
-    out_dir = writable_dir(out_dir or onnx_dir)
+    out_dir = check_writable(out_dir or onnx_dir)
     out = out_dir / f"{comp.name}.int8.onnx"
     reader = _reader_class()(feeds)
     t0 = time.perf_counter()

@@ -6,24 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from speechtrt.errors import InputError
-
-
-def check_writable(folder: str | Path, flag: str = "--out") -> Path:
-    """Create ``folder`` if needed and prove it is writable, or raise an InputError naming ``flag``.
-
-    Commands call this before any long work, so a typo in an output path fails in a second, not after the run.
-    """
-    out = Path(folder)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".speechtrt-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"{flag} {str(out)!r}: cannot write there ({exc.strerror or exc}); "
-                         "choose a folder you can write to") from exc
-    return out
+from speechtrt.files import check_writable  # noqa: F401  (re-exported for report writers)
 
 
 def _finite(obj):

@@ -1,7 +1,8 @@
 """ONNX Runtime runner with I/O binding: CPU everywhere, the CUDA provider where onnxruntime-gpu is installed.
 
-Graphs follow the export naming contract: ``<dir>/<component>.onnx`` (fp32) and ``<dir>/<component>.<fp16|int8>.onnx``
-from ``speechtrt calibrate``. Inputs are bound by name. On CPU a contiguous input is bound in place (zero copy); a
+Graphs are found by :func:`speechtrt.runtime.open.graph_path` and opened by
+:func:`~speechtrt.runtime.open.open_runner`; this module is the only one that creates ONNX Runtime sessions
+(:func:`ort_session`). Inputs are bound by name. On CPU a contiguous input is bound in place (zero copy); a
 strided one (the KV pool's active prefix) is packed into a staging buffer the runner keeps and grows, so steady-state
 decoding allocates nothing on the input side. On CUDA, inputs are bound by device pointer and outputs come back to
 torch through DLPack.
@@ -16,7 +17,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from speechtrt.errors import EngineLoadError, InputError
+from speechtrt.errors import EngineLoadError
 from speechtrt.runtime.runner import check_feeds
 
 _ORT_TO_NUMPY = {
@@ -27,14 +28,22 @@ _NUMPY_TO_TORCH = {np.float32: torch.float32, np.float16: torch.float16, np.int6
                    np.int32: torch.int32, np.bool_: torch.bool}
 
 
-def onnx_path_for(onnx_dir: str | Path, component: str, precision: str = "fp32") -> Path:
-    """Where ``component`` at ``precision`` lives in ``onnx_dir``; raises EngineLoadError naming the fix if absent."""
-    name = f"{component}.onnx" if precision == "fp32" else f"{component}.{precision}.onnx"
-    path = Path(onnx_dir) / name
-    if not path.is_file():
-        hint = "speechtrt export" if precision == "fp32" else f"speechtrt calibrate --precision {precision}"
-        raise EngineLoadError(f"no ONNX graph {str(path)!r}; create it with `{hint}` (or pass --onnx-dir)")
-    return path
+def ort_session(onnx_path: str | Path, threads: int | None = None, device: torch.device | None = None,
+                profile_prefix: str | None = None):
+    """An ONNX Runtime inference session (all graph optimizations, quiet log), CPU unless ``device`` is CUDA."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
+    providers = ort_providers(device or torch.device("cpu"))
+    return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
 
 
 def ort_providers(device: torch.device) -> list[str]:
@@ -56,8 +65,6 @@ class OrtRunner:
 
     def __init__(self, onnx_path: str | Path, device: str | torch.device = "cpu", threads: int | None = None,
                  profile_prefix: str | None = None):
-        import onnxruntime as ort
-
         self.path = Path(onnx_path)
         if not self.path.is_file():
             raise EngineLoadError(f"ONNX graph {str(self.path)!r} not found; run `speechtrt export` first")
@@ -66,16 +73,12 @@ class OrtRunner:
         meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         self.component = meta.get("component", self.path.name.split(".")[0])
         self.precision = meta.get("precision", "fp32")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        if profile_prefix:
-            opts.enable_profiling = True
-            opts.profile_file_prefix = profile_prefix
-        self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=ort_providers(self.device))
+        try:
+            self.session = ort_session(self.path, threads, self.device, profile_prefix)
+        except EngineLoadError:
+            raise
+        except Exception as exc:  # ORT's own errors (a graph it has no kernel for, a corrupt file)
+            raise EngineLoadError(f"ONNX Runtime cannot load {self.path}: {str(exc).splitlines()[0][:300]}") from exc
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
         self._in_dtype = {i.name: _ORT_TO_NUMPY.get(i.type, np.float32) for i in self.session.get_inputs()}
@@ -131,8 +134,55 @@ class OrtRunner:
         self._binding = None
 
 
-def make_ort_runner(onnx_dir: str | Path, component: str, precision: str = "fp32",
-                    device: str | torch.device = "cpu", threads: int | None = None, **kw) -> OrtRunner:
-    if precision == "bf16":
-        raise InputError("ONNX graphs come in fp32, fp16 and int8; bf16 runs on the torch backend")
-    return OrtRunner(onnx_path_for(onnx_dir, component, precision), device=device, threads=threads, **kw)
+class ReferenceRunner:
+    """A graph in ONNX's reference evaluator (pure NumPy): slow but kernel-free, for fidelity checks of graphs
+    ONNX Runtime's CPU kernels cannot run (some FP16 graphs crash it; see :func:`ort_runs`)."""
+
+    backend = "onnx-reference"
+
+    def __init__(self, onnx_path: str | Path):
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+
+        self.path = Path(onnx_path)
+        graph = onnx.load(str(self.path))
+        self._eval = ReferenceEvaluator(graph)
+        self.device = torch.device("cpu")
+        sidecar = self.path.with_suffix(".json")
+        meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        self.component = meta.get("component", self.path.name.split(".")[0])
+        self.precision = meta.get("precision", "fp32")
+        self.input_names = tuple(i.name for i in graph.graph.input)
+        self.output_names = tuple(o.name for o in graph.graph.output)
+
+    def infer(self, feeds: Mapping[str, torch.Tensor], stream=None) -> dict[str, torch.Tensor]:
+        check_feeds(self, feeds)
+        outs = self._eval.run(None, {k: np.asarray(v.detach().cpu().numpy()) for k, v in feeds.items()})
+        return {n: torch.from_numpy(np.asarray(v)) for n, v in zip(self.output_names, outs)}
+
+    def close(self) -> None:
+        self._eval = None
+
+
+_PROBE = """
+import sys, numpy as np, onnxruntime as ort
+o = ort.SessionOptions(); o.log_severity_level = 3; o.intra_op_num_threads = 1
+s = ort.InferenceSession(sys.argv[1], sess_options=o, providers=["CPUExecutionProvider"])
+with np.load(sys.argv[2]) as d:
+    s.run(None, {k: d[k] for k in d.files})
+print("ok")
+"""
+
+
+def ort_runs(onnx_path: str | Path, feed: Mapping[str, np.ndarray]) -> bool:
+    """Whether ONNX Runtime (CPU) runs the graph on ``feed`` without crashing, tried in a child process."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="speechtrt-probe-") as tmp:
+        feed_path = Path(tmp) / "feed.npz"
+        np.savez(feed_path, **{k: np.asarray(v) for k, v in feed.items()})
+        proc = subprocess.run([sys.executable, "-c", _PROBE, str(onnx_path), str(feed_path)],
+                              capture_output=True, text=True, timeout=600)
+    return proc.returncode == 0 and proc.stdout.strip().endswith("ok")

@@ -22,10 +22,8 @@ from speechtrt.errors import InputError
 from speechtrt.export.components import Component
 from speechtrt.runtime.kv_pool import KVCachePool
 
-BACKENDS = ("torch", "ort", "trt")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
+"""Activation dtype per precision on the torch backend (int8 = INT8 weights, FP32 activations)."""
 
 
 @runtime_checkable
@@ -54,9 +52,12 @@ def check_feeds(runner: Runner, feeds: Mapping[str, torch.Tensor]) -> None:
 
 
 class TorchRunner:
-    """A component's reference module on ``device`` in ``precision`` (fp32 | fp16 | bf16), eager.
+    """A component's reference module on ``device`` in ``precision``, eager.
 
+    fp32 | fp16 | bf16: the module's weights in that dtype (a copy; the caller's model is never cast in place).
+    int8: dynamic quantization of the ``Linear`` and ``LSTM`` weights (``torch.ao``, CPU only), activations FP32.
     Float inputs are cast to the runner's dtype; outputs keep it. On CUDA the call runs on ``stream`` when given.
+    Construct through :func:`speechtrt.runtime.open.open_runner`.
     """
 
     backend = "torch"
@@ -64,16 +65,26 @@ class TorchRunner:
     def __init__(self, comp: Component, model: torch.nn.Module, device: str | torch.device = "cpu",
                  precision: str = "fp32"):
         if precision not in TORCH_DTYPES:
-            raise InputError(f"the torch backend runs fp32, fp16 or bf16, not {precision!r}")
+            raise InputError(f"the torch backend runs {', '.join(TORCH_DTYPES)}, not {precision!r}")
         self.component = comp.name
         self.precision = precision
         self.dtype = TORCH_DTYPES[precision]
         self.device = torch.device(device)
         self.input_names = tuple(s.name for s in comp.inputs)
         self.output_names = tuple(s.name for s in comp.outputs)
-        if self.dtype != torch.float32 or self.device.type != "cpu":
+        self._int_inputs = {s.name for s in comp.inputs if s.dtype == "int64"}
+        if precision == "int8":
+            if self.device.type != "cpu":
+                raise InputError("torch INT8 (dynamic quantization) runs on the CPU only; on CUDA use fp16 or the "
+                                 "trt backend's INT8 plans")
+            model = _dynamic_int8(model)
+        elif self.dtype != torch.float32 or self.device.type != "cpu":
             model = copy.deepcopy(model)
         self.module = comp.wrap(model.to(device=self.device, dtype=self.dtype)).eval()
+
+    def dtype_of(self, name: str) -> torch.dtype:
+        """The dtype this runner takes for input ``name`` (floats in its dtype, integers as given)."""
+        return torch.int64 if name in self._int_inputs else self.dtype
 
     def _cast(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.device, non_blocking=True)
@@ -94,6 +105,16 @@ class TorchRunner:
 
     def close(self) -> None:
         self.module = None
+
+
+def _dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` with INT8 ``Linear``/``LSTM`` weights (activations quantized per call)."""
+    import warnings
+
+    with warnings.catch_warnings():  # torch's deprecation notice for quantized tensor creation
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).float().eval(),
+                                                      {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
 
 
 class DecoderStep(Protocol):

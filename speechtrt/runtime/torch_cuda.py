@@ -7,7 +7,8 @@ it (DESIGN.md: 0.36 ms/step on an H100). A graph needs static shapes and address
 their outputs ignored), the past in the smallest bucket ``P >= max past_len`` (rows beyond a slot's length are
 masked), the text at the pool's ``max_text`` (masked likewise). The graph includes the K/V row scatter, the frame
 write and the length update (:func:`~speechtrt.runtime.kv_pool.write_rows`), so a step is one replay plus an O(n)
-host-side length update. Graphs are captured lazily on first use and share one memory pool.
+host-side length update. Graphs are captured lazily on first use and share one memory pool (the capture itself
+is :func:`speechtrt.runtime.graphs.capture`, shared with every other graphed runner).
 """
 
 from __future__ import annotations
@@ -17,23 +18,8 @@ import copy
 import torch
 
 from speechtrt.errors import InputError
+from speechtrt.runtime.graphs import bucket_for, buckets, capture
 from speechtrt.runtime.kv_pool import KVCachePool, write_rows
-
-
-def _buckets(limit: int, start: int) -> list[int]:
-    """Powers of two from ``start`` below ``limit``, then ``limit`` itself."""
-    out, b = [], start
-    while b < limit:
-        out.append(b)
-        b *= 2
-    return out + [limit]
-
-
-def _bucket_for(buckets: list[int], x: int) -> int:
-    for b in buckets:
-        if b >= x:
-            return b
-    raise ValueError(f"{x} exceeds the largest bucket {buckets[-1]}")
 
 
 class GraphedDecoderStep:
@@ -49,8 +35,8 @@ class GraphedDecoderStep:
             raise InputError(f"pool dtype {pool.dtype} differs from the step's {dtype}")
         self.model = copy.deepcopy(model).to(device=pool.device, dtype=dtype).eval()
         self.pool = pool
-        self.batch_buckets = batch_buckets or _buckets(pool.max_slots, 1)
-        self.past_buckets = past_buckets or _buckets(pool.shape.max_frames, min(64, pool.shape.max_frames))
+        self.batch_buckets = batch_buckets or buckets(pool.max_slots, 1)
+        self.past_buckets = past_buckets or buckets(pool.shape.max_frames, min(64, pool.shape.max_frames))
         self.warmup_iters = warmup_iters
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._mempool = torch.cuda.graph_pool_handle() if use_graphs else None
@@ -63,26 +49,20 @@ class GraphedDecoderStep:
         )
         write_rows(pool, b, frame, stop, new_k, new_v)
 
-    @torch.inference_mode()
     def capture(self, b: int, p: int) -> torch.cuda.CUDAGraph:
         """Warm up and capture the step for batch bucket ``b`` and past bucket ``p``; pool state is preserved.
 
         Warm-up runs really execute: they write K/V rows and frames at each slot's next position (which the real
-        step overwrites) and change ``prev_frame``, ``stop_prob`` and ``past_len``, which are restored here.
+        step overwrites) and change ``prev_frame``, ``stop_prob`` and ``past_len``, which are restored after each.
         """
         pool = self.pool
         saved = [t[:b].clone() for t in (pool.prev_frame, pool.stop_prob, pool.past_len)]
-        side = torch.cuda.Stream(pool.device)
-        side.wait_stream(torch.cuda.current_stream(pool.device))
-        with torch.cuda.stream(side):
-            for _ in range(self.warmup_iters):
-                self._body(b, p)
-                for t, v in zip((pool.prev_frame, pool.stop_prob, pool.past_len), saved):
-                    t[:b].copy_(v)
-        torch.cuda.current_stream(pool.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._mempool):
-            self._body(b, p)
+
+        def restore():
+            for t, v in zip((pool.prev_frame, pool.stop_prob, pool.past_len), saved):
+                t[:b].copy_(v)
+
+        graph, _ = capture(lambda: self._body(b, p), pool.device, self._mempool, self.warmup_iters, restore)
         self.graphs[(b, p)] = graph
         return graph
 
@@ -90,7 +70,7 @@ class GraphedDecoderStep:
         if pool is not self.pool:
             raise InputError("a graphed decoder step is bound to the pool it was captured on")
         p, _ = pool.step_extent(n)
-        b, pb = _bucket_for(self.batch_buckets, n), _bucket_for(self.past_buckets, p)
+        b, pb = bucket_for(self.batch_buckets, n), bucket_for(self.past_buckets, p)
         if not self.use_graphs:
             with torch.inference_mode():
                 self._body(b, pb)

@@ -161,18 +161,3 @@ class TrtRunner:
     def close(self) -> None:
         self._contexts.clear()
         self.engine = None
-
-
-def make_trt_runner(engine_dir: str | Path, component: str, precision: str = "fp16",
-                    device: str | torch.device = "cuda") -> TrtRunner:
-    """The plan ``<engine_dir>/<sm_XX>/<model>/<component>.<precision>.plan`` for the GPU present, where ``<model>``
-    owns ``component`` (``tts`` for the TTS graphs, ``asr-stream`` for ``asr_stream_step``), as ``speechtrt build``
-    lays plans out."""
-    from speechtrt.engines.arch import current_device
-    from speechtrt.engines.manifest import plan_path
-    from speechtrt.export.components import component as component_spec
-
-    gpu = current_device()
-    if gpu is None or not torch.cuda.is_available():
-        raise EngineLoadError("the trt backend needs a CUDA GPU (none found here); use --backend ort or torch")
-    return TrtRunner(plan_path(engine_dir, gpu.sm, component_spec(component).model, component, precision), device)

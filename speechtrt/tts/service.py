@@ -9,7 +9,9 @@ and on a second CUDA stream on GPU — so it overlaps the next decode steps. Req
 one batch; different lengths never share a batch (the vocoder's transposed convolutions would leak padding into the
 last samples), so every output equals the request synthesized alone.
 
-Text handling (all documented behaviour, see :func:`split_text`):
+Text handling (all documented behaviour, see :func:`split_text`): a text is normalised once and each part tokenised
+once, at :meth:`TTSService.submit`, by the model's tokenizer (:func:`~speechtrt.models.text.tokenizer_of`); the
+scheduler carries the resulting :class:`TextPart` to the encoder.
 
 * empty or whitespace-only text → :class:`~speechtrt.errors.InputError`;
 * non-ASCII: typographic characters map to ASCII, decomposable accents are dropped, other Latin-1 characters are
@@ -34,10 +36,13 @@ import torch
 
 from speechtrt.config import FrameRule, TTSConfig
 from speechtrt.errors import CapacityError, InputError
-from speechtrt.models.text import normalize_tts_text, tts_tokens
+from speechtrt.export.components import component
+from speechtrt.models.text import tokenizer_of
 from speechtrt.runtime.kv_pool import KVCachePool, PoolShape, slots_for_budget
-from speechtrt.runtime.runner import BACKENDS, TORCH_DTYPES, RunnerDecoderStep, TorchRunner
+from speechtrt.runtime.open import Artifacts, open_runner
+from speechtrt.runtime.runner import TORCH_DTYPES, RunnerDecoderStep
 from speechtrt.runtime.scheduler import DecodeRequest, Scheduler, SchedulerConfig
+from speechtrt.vocab import check_backend, check_precision
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
@@ -81,6 +86,16 @@ class TTSResult:
         return self.latency_s / max(len(self.audio) / sample_rate, 1e-12)
 
 
+@dataclass(frozen=True)
+class TextPart:
+    """One decoder request's text, as the scheduler carries it: normalised once, tokenised once."""
+
+    handle: "TTSHandle"
+    index: int  # position of this part in its request
+    text: str  # normalised
+    tokens: tuple[int, ...]
+
+
 @dataclass(eq=False)
 class TTSHandle:
     """A submitted text: its parts (decoder requests) and a future for the result."""
@@ -101,13 +116,14 @@ class TTSHandle:
 
 
 def split_text(text: str, max_chars: int) -> list[str]:
-    """Greedily pack sentences (split after ``. ! ? ;``) into parts of at most ``max_chars`` normalised characters.
+    """Greedily pack sentences (split after ``. ! ? ;``) of a normalised ``text`` into parts of at most
+    ``max_chars`` characters.
 
     Raises InputError naming the maximum when one sentence alone is longer.
     """
     parts: list[str] = []
     current = ""
-    for sentence in _SENTENCE_END.split(normalize_tts_text(text)):
+    for sentence in _SENTENCE_END.split(text):
         if len(sentence) > max_chars:
             raise InputError(f"a sentence of {len(sentence)} characters exceeds the maximum of {max_chars} per "
                              f"request and has no sentence boundary to split at: {sentence[:40]!r}...")
@@ -126,8 +142,8 @@ class TTSService:
     """In-flight TTS over one backend. Not thread-safe for stepping; ``submit`` and ``cancel`` may come from others."""
 
     def __init__(self, model, config: ServiceConfig = ServiceConfig()):
-        if config.backend not in BACKENDS:
-            raise InputError(f"unknown backend {config.backend!r}: choose one of {', '.join(BACKENDS)}")
+        check_backend(config.backend)
+        check_precision(config.precision, config.backend)
         if config.long_text not in ("split", "refuse"):
             raise InputError(f"long_text must be 'split' or 'refuse', got {config.long_text!r}")
         self.config = config
@@ -137,7 +153,8 @@ class TTSService:
             raise InputError("--device cuda asked for, but CUDA is not available here; use --device cpu")
         max_text = min(config.max_text, self.model_config.max_text_len)
         max_frames = min(config.max_frames, self.model_config.max_frames)
-        self.encoder, self.decoder, self.vocoder, kv_dtype = _make_runners(model, config)
+        self.tokenizer = tokenizer_of(model)
+        self.encoder, self.decoder, self.vocoder, kv_dtype = _open_runners(model, config)
         slots = config.max_slots or slots_for_budget(self.model_config, int(config.kv_budget_mb * 2**20),
                                                      max_frames, max_text, kv_dtype)
         self.pool = KVCachePool(PoolShape.for_model(self.model_config, slots, max_frames, max_text), kv_dtype,
@@ -168,8 +185,12 @@ class TTSService:
         return n_chars <= self.pool.shape.max_text and frames <= self.pool.shape.max_frames
 
     def _parts_of(self, text: str, n_frames: int | None = None) -> list[str]:
-        tts_tokens(text, self.model_config.vocab_size)  # empty / unsupported characters → InputError
-        norm = normalize_tts_text(text)
+        """The normalised text cut into parts one slot holds (see the module docstring)."""
+        if not isinstance(text, str):
+            raise InputError(f"text must be a string, got {type(text).__name__}")
+        norm = self.tokenizer.normalize(text)
+        if not norm:
+            raise InputError("text is empty (or only whitespace): give at least one character to synthesize")
         if n_frames is not None:  # an explicit length is one request; the scheduler refuses it if it cannot fit
             return [norm]
         if self._fits(len(norm)) and self._fits(len(text)):
@@ -188,6 +209,7 @@ class TTSService:
         CapacityError when the queue cannot take every part.
         """
         parts_text = self._parts_of(text, n_frames)
+        tokens = [tuple(self.tokenizer.tokens(part)) for part in parts_text]  # unsupported characters → InputError
         with self._lock:
             if self.scheduler.num_queued + len(parts_text) > self.config.max_queue:
                 raise CapacityError(f"request refused: the queue is full ({self.scheduler.num_queued} of "
@@ -204,8 +226,8 @@ class TTSService:
                 else:
                     frames = self.frames_for(part)
                 req = DecodeRequest(
-                    text_len=len(part), frame_budget=frames, use_stop=self.config.frame_rule is None,
-                    request_id=f"{request_id}/{i}", payload=(handle, i, part),
+                    text_len=len(tokens[i]), frame_budget=frames, use_stop=self.config.frame_rule is None,
+                    request_id=f"{request_id}/{i}", payload=TextPart(handle, i, part, tokens[i]),
                 )
                 self.scheduler.submit(req)
                 handle.parts.append(req)
@@ -299,8 +321,7 @@ class TTSService:
 
     def _encode(self, admitted: list[DecodeRequest]) -> None:
         """Encode the texts that join this step in one padded batch; write their cross K/V into their slots."""
-        texts = [req.payload[2] for req in admitted]
-        ids = [tts_tokens(t, self.model_config.vocab_size) for t in texts]
+        ids = [req.payload.tokens for req in admitted]
         longest = max(len(x) for x in ids)
         tokens = torch.zeros(len(ids), longest, dtype=torch.int64)
         for j, x in enumerate(ids):
@@ -341,12 +362,12 @@ class TTSService:
             mel_np = mel.float().cpu().numpy()
         except BaseException as exc:  # surface the failure on every affected future
             for req in reqs:
-                handle = req.payload[0]
+                handle = req.payload.handle
                 if not handle.future.done():
                     handle.future.set_exception(exc)
             raise
         for j, req in enumerate(reqs):
-            handle, index, _ = req.payload
+            handle, index = req.payload.handle, req.payload.index
             handle._audio[index] = (mel_np[j], audio_np[j], req.finish_reason)
             handle._pending_parts -= 1
             if handle._pending_parts == 0 and not handle.future.done():
@@ -365,25 +386,19 @@ class TTSService:
             handle.future.set_result(result)
 
 
-def _make_runners(model, config: ServiceConfig):
-    """Encoder, vocoder and decoder-step runners for the configured backend, and the KV pool's dtype."""
-    from speechtrt.export.components import component
+def _open_runners(model, config: ServiceConfig):
+    """Encoder, decoder step and vocoder of ``model`` on the configured backend, and the KV pool's dtype."""
+    artifacts = Artifacts(onnx_dir=Path(config.onnx_dir), engine_dir=Path(config.engine_dir), model=model,
+                          model_name=getattr(model, "name", None))
+    comps = {n: component(n, model.config) for n in ("tts_encoder", "tts_decoder_step", "tts_vocoder")}
 
-    names = ("tts_encoder", "tts_decoder_step", "tts_vocoder")
-    if config.backend == "torch":
-        graphed = torch.device(config.device).type == "cuda" and config.cuda_graphs
-        enc, voc = (TorchRunner(component(n), model, config.device, config.precision) for n in names[::2])
-        # with CUDA graphs the step is built on the pool (see TTSService.__init__), not as a runner
-        step = None if graphed else RunnerDecoderStep(TorchRunner(component(names[1]), model, config.device,
-                                                                  config.precision))
-        return enc, step, voc, TORCH_DTYPES[config.precision]
-    if config.backend == "ort":
-        from speechtrt.runtime.ort import make_ort_runner
+    def open_(name):
+        return open_runner(comps[name], config.backend, config.precision, config.device, artifacts,
+                           threads=config.threads)
 
-        runners = [make_ort_runner(config.onnx_dir, n, config.precision, config.device, config.threads)
-                   for n in names]
-        return runners[0], RunnerDecoderStep(runners[1]), runners[2], runners[1].dtype_of("past_k")
-    from speechtrt.runtime.trt import make_trt_runner
-
-    runners = [make_trt_runner(Path(config.engine_dir), n, config.precision, config.device) for n in names]
-    return runners[0], RunnerDecoderStep(runners[1]), runners[2], runners[1].dtype_of("past_k")
+    encoder, vocoder = open_("tts_encoder"), open_("tts_vocoder")
+    if config.backend == "torch" and torch.device(config.device).type == "cuda" and config.cuda_graphs:
+        # the step is captured on the pool as CUDA graphs (see TTSService.__init__), not run as a runner
+        return encoder, None, vocoder, TORCH_DTYPES[config.precision]
+    step = open_("tts_decoder_step")
+    return encoder, RunnerDecoderStep(step), vocoder, step.dtype_of("past_k")

@@ -139,7 +139,7 @@ def fp32_engines(onnx_dir, engines_root):
     """All seven components compiled at FP32 for sm86 (TensorRT-RTX, ahead of time): name → EngineBuildResult."""
     from speechtrt.engines.arch import parse_gpu
     from speechtrt.engines.builder import BuildSettings, EngineBuilder
-    from speechtrt.export import COMPONENT_NAMES
+    from speechtrt.vocab import COMPONENT_NAMES
 
     builder = EngineBuilder(BuildSettings(parse_gpu(GPU), engines_dir=engines_root), flavour=rtx_flavour())
     return {name: builder.build(name, "fp32", onnx_dir) for name in COMPONENT_NAMES}

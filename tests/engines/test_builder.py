@@ -13,8 +13,9 @@ from speechtrt.engines.builder import (
 )
 from speechtrt.engines.manifest import read_manifest
 from speechtrt.errors import BuildError, InputError
-from speechtrt.export import COMPONENT_NAMES, DimRange
-from speechtrt.export.onnx import sha256_file
+from speechtrt.export import DimRange
+from speechtrt.vocab import COMPONENT_NAMES
+from speechtrt.files import sha256_file
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from speechtrt.errors import ExportError, InputError
-from speechtrt.export import COMPONENT_NAMES, check_parity, component, components_for, load_sidecar, relative_l2
-from speechtrt.export.onnx import export_component, sha256_file
-from speechtrt.export.parity import ort_session
+from speechtrt.export import check_parity, component, components_for, load_sidecar, relative_l2
+from speechtrt.files import sha256_file
+from speechtrt.pipeline import export_component
+from speechtrt.runtime import Artifacts, open_runner
+from speechtrt.runtime.ort import ort_session
+from speechtrt.vocab import COMPONENT_NAMES
 from speechtrt.tts.baseline import seed_decode
 
 
@@ -51,7 +54,8 @@ def test_parity_with_pytorch_at_several_shapes(onnx_dir, models, name):
         {n: min(r.max, r.opt) for n, r in d.items()},
         {n: min(r.max, max(r.min, 3 + i * 7)) for i, (n, r) in enumerate(d.items())},
     ]
-    report = check_parity(comp, models(comp.model), onnx_dir / f"{name}.onnx", sizes=sizes, seed=123)
+    graph = open_runner(comp, "ort", artifacts=Artifacts(onnx_dir=onnx_dir))
+    report = check_parity(comp, models(comp.model), graph, sizes=sizes, seed=123)
     assert len(report.cases) == 3
     assert report.ok, report.to_json()
     assert report.worst <= 1e-4
@@ -122,7 +126,7 @@ def test_mismatched_weights_fail_parity(tmp_path, models):
     result = export_component(comp, m, tmp_path)
     assert result.parity.ok and json.loads(result.sidecar_path.read_text())["parity"]["ok"]
     changed = type(m)(m.config).eval()  # same architecture, other random weights
-    report = check_parity(comp, changed, result.onnx_path)
+    report = check_parity(comp, changed, open_runner(comp, "ort", artifacts=Artifacts(onnx_dir=tmp_path)))
     assert not report.ok and report.worst > 0.1
 
 

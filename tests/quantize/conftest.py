@@ -10,7 +10,8 @@ FAST = ("asr_small", "asr_stream_step", "tts_vocoder")
 @pytest.fixture(scope="session")
 def quant_dirs(tmp_path_factory, models):
     """(onnx_dir, calib_dir): FP32 graphs of FAST and their captured sets (16 calibration, 8 held-out samples)."""
-    from speechtrt.export import component, export_component
+    from speechtrt.export import component
+    from speechtrt.pipeline import export_component
     from speechtrt.quantize.calib import CaptureConfig, capture
 
     onnx_dir = tmp_path_factory.mktemp("q_onnx")

@@ -76,7 +76,8 @@ def test_calibrate_asr_small_exports_captures_quantizes_and_reports(tmp_path):
 def test_checkpoint_is_used_and_must_match_the_exported_graphs(tmp_path, models):
     import torch
 
-    from speechtrt.export import component, export_component
+    from speechtrt.export import component
+    from speechtrt.pipeline import export_component
     from speechtrt.models import build_model, save_checkpoint
     from speechtrt.quantize.calib import load_model
 

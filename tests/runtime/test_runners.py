@@ -6,7 +6,8 @@ import torch
 from speechtrt.errors import EngineLoadError, InputError
 from speechtrt.export import component, relative_l2
 from speechtrt.runtime.kv_pool import KVCachePool, PoolShape
-from speechtrt.runtime.ort import OrtRunner, make_ort_runner
+from speechtrt.runtime.open import Artifacts, open_runner
+from speechtrt.runtime.ort import OrtRunner
 from speechtrt.runtime.runner import Runner, RunnerDecoderStep, TorchRunner
 
 pytestmark = pytest.mark.slow  # the session fixture exports three graphs (~30 s)
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow  # the session fixture exports three graphs (~30 s
 def test_ort_matches_torch_on_every_output(tts_model, tts_onnx_dir, name, sizes):
     comp = component(name)
     feeds = comp.make_inputs(tts_model, sizes, torch.Generator().manual_seed(1))
-    ort_runner = make_ort_runner(tts_onnx_dir, name, threads=1)
+    ort_runner = open_runner(name, "ort", artifacts=Artifacts(onnx_dir=tts_onnx_dir), threads=1)
     torch_runner = TorchRunner(comp, tts_model)
     assert isinstance(ort_runner, Runner) and isinstance(torch_runner, Runner)
     a, b = ort_runner.infer(feeds), torch_runner.infer(feeds)
@@ -40,7 +41,8 @@ def test_ort_binds_strided_pool_views_and_steps_like_torch(tts_model, tts_onnx_d
     out = enc.infer({"tokens": tokens, "text_lengths": lengths})
     pools = []
     for step in (RunnerDecoderStep(TorchRunner(component("tts_decoder_step"), tts_model)),
-                 RunnerDecoderStep(make_ort_runner(tts_onnx_dir, "tts_decoder_step", threads=1))):
+                 RunnerDecoderStep(open_runner("tts_decoder_step", "ort", artifacts=Artifacts(tts_onnx_dir),
+                                               threads=1))):
         pool = KVCachePool(shape)
         pool.load([0, 1, 2], out["cross_k"], out["cross_v"], lengths.tolist())
         for i in range(10):
@@ -56,10 +58,19 @@ def test_runner_input_errors_name_the_tensors(tts_onnx_dir, tts_model):
     runner = OrtRunner(tts_onnx_dir / "tts_vocoder.onnx")
     with pytest.raises(InputError, match=r"missing \['mel'\], unexpected \['mels'\]"):
         runner.infer({"mels": torch.zeros(1, 3, 80)})
-    with pytest.raises(EngineLoadError, match="speechtrt calibrate --precision int8"):
-        make_ort_runner(tts_onnx_dir, "tts_vocoder", "int8")
-    with pytest.raises(InputError, match="fp32, fp16 or bf16"):
-        TorchRunner(component("tts_vocoder"), tts_model, precision="int8")
+    with pytest.raises(EngineLoadError, match="speechtrt calibrate --model tts --precision int8"):
+        open_runner("tts_vocoder", "ort", "int8", artifacts=Artifacts(tts_onnx_dir))
+    with pytest.raises(InputError, match="runs fp32, fp16, bf16, int8, not 'fp8'"):
+        TorchRunner(component("tts_vocoder"), tts_model, precision="fp8")
+
+
+def test_torch_int8_is_dynamic_quantization_close_to_fp32(tts_model):
+    comp = component("tts_decoder_step")
+    feeds = comp.make_inputs(tts_model, {"batch": 2, "past": 7, "text": 9}, torch.Generator().manual_seed(3))
+    ref = open_runner(comp, "torch", artifacts=Artifacts(model=tts_model)).infer(feeds)["frame"]
+    int8 = open_runner(comp, "torch", "int8", artifacts=Artifacts(model=tts_model))
+    assert any("quantized" in type(m).__module__ for m in int8.module.modules())
+    assert relative_l2(int8.infer(feeds)["frame"].numpy(), ref.numpy()) < 0.1
 
 
 def test_torch_runner_bf16_stays_close_to_fp32(tts_model):

@@ -1,0 +1,138 @@
+"""INT8 graphs for ONNX Runtime's own int8 kernels (``<component>.int8-ort.onnx``).
+
+The ModelOpt Q/DQ graph (``<component>.int8.onnx``) is what TensorRT builds from; ONNX Runtime's CPU provider does
+not fuse it (FP16 scales and Casts between DequantizeLinear and MatMul: every weight is turned back into float on
+every call, 20× slower than FP32 for the TTS decoder step). ONNX Runtime runs INT8 fast only in the forms its own
+quantizer writes:
+
+* ``dynamic``: INT8 weights, activations quantized per call (``DynamicQuantizeMatMul`` / ``MatMulInteger``,
+  ``DynamicQuantizeLSTM``). No calibration; the fastest form for matrix-product graphs at small batch (the TTS
+  transformer: the decoder step reads a quarter of the FP32 weight bytes).
+* ``static``: QDQ with per-channel INT8 weights and UINT8 activations whose ranges (min/max) come from calibration
+  feeds, for convolutions, matrix products, ReLUs and padding-mask multiplies (so a convolution front end stays
+  INT8 from the first layer: ``QLinearConv``), then the LSTMs' weights dynamically quantized. The faster form for
+  the ASR models' convolution front end.
+
+:func:`default_mode` picks per component what measured faster at its fidelity bound; both write a sidecar like
+the ModelOpt graphs' (``precision: int8``, a ``quantization`` block naming the tool and mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from speechtrt.errors import ExportError, InputError
+from speechtrt.export.components import Component
+from speechtrt.export.onnx import load_sidecar
+from speechtrt.files import check_writable, sha256_file
+
+MODES = ("dynamic", "static")
+
+STATIC_INT8_OPS = ["Conv", "MatMul", "Gemm", "Relu", "Mul"]
+"""Operator types the static mode quantizes with calibrated ranges (LSTMs are quantized dynamically)."""
+
+
+def default_mode(comp: Component) -> str:
+    """``static`` for the ASR models (convolution front end), ``dynamic`` for the transformer TTS graphs."""
+    return "dynamic" if comp.name.startswith("tts_") else "static"
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's quantizer logs advice on the root logger for every graph; keep the console for results."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_static(fp32: Path, out: Path, feeds: list[dict[str, np.ndarray]]) -> Path:
+    """Static QDQ (see the module docstring) of ``fp32`` into ``out``, calibrated on ``feeds``."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static as ort_quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(feeds)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    source = fp32
+    try:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        pre = out.with_suffix(".pre.onnx")
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        source = pre
+    except Exception:  # pre-processing is an optimisation; quantize the plain graph when it refuses
+        source = fp32
+    static = out.with_suffix(".static.onnx")
+    ort_quantize_static(str(source), str(static), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=STATIC_INT8_OPS)
+    if any(n.op_type == "LSTM" for n in onnx.load(str(static), load_external_data=False).graph.node):
+        quantize_dynamic(str(static), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
+        static.unlink()
+    else:
+        static.replace(out)
+    if source != fp32:
+        source.unlink(missing_ok=True)
+    return out
+
+
+def quantize_dynamic_int8(fp32: Path, out: Path, per_channel: bool = True) -> Path:
+    """Dynamic INT8 of ``fp32`` into ``out``: INT8 weights (per output channel), activations quantized per call."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=per_channel)
+    return out
+
+
+def make_ort_int8(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, np.ndarray]] | None = None,
+                  mode: str | None = None, out_dir: str | Path | None = None) -> Path:
+    """Write ``<component>.int8-ort.onnx`` (+ sidecar) from the FP32 graph in ``onnx_dir``; returns its path.
+
+    ``mode`` defaults to :func:`default_mode`; ``static`` needs calibration ``feeds`` (never the test set).
+    """
+    mode = mode or default_mode(comp)
+    if mode not in MODES:
+        raise InputError(f"unknown ONNX Runtime INT8 mode {mode!r}: choose one of {', '.join(MODES)}")
+    if mode == "static" and not feeds:
+        raise InputError(f"static INT8 of {comp.name} needs calibration data: run `speechtrt calibrate` (or give a "
+                         "development set)")
+    onnx_dir = Path(onnx_dir)
+    fp32 = onnx_dir / f"{comp.name}.onnx"
+    fp32_side = load_sidecar(fp32)
+    out = check_writable(out_dir or onnx_dir, "--onnx-dir") / f"{comp.name}.int8-ort.onnx"
+    t0 = time.perf_counter()
+    try:
+        with _quiet_root_logger():
+            if mode == "static":
+                quantize_static(fp32, out, feeds)
+            else:
+                quantize_dynamic_int8(fp32, out)
+    except Exception as exc:
+        raise ExportError(f"ONNX Runtime INT8 ({mode}) of {comp.name} failed: {exc.__class__.__name__}: "
+                          f"{str(exc)[:300]}") from exc
+    import onnxruntime
+
+    sidecar = {**fp32_side, "onnx": out.name, "onnx_sha256": sha256_file(out), "onnx_bytes": out.stat().st_size,
+               "precision": "int8", "parity": None,
+               "quantization": {"tool": f"onnxruntime.quantization ({onnxruntime.__version__})", "mode": mode,
+                                "target": "ONNX Runtime int8 kernels",
+                                "static_ops": STATIC_INT8_OPS if mode == "static" else None,
+                                "calibration_feeds": len(feeds or []) if mode == "static" else 0,
+                                "seconds": round(time.perf_counter() - t0, 3)}}
+    out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return out
