@@ -72,7 +72,7 @@ def check_component(name: str, flag: str | None = None) -> str:
     return _choice(name, COMPONENT_NAMES, "component", flag)
 
 
-def parse_list(text: str, allowed: Iterable[str], flag: str) -> tuple[str, ...]:
+def parse_list(text: str, allowed: Iterable[str], flag: str, what: str = "value") -> tuple[str, ...]:
     """A comma-separated flag value as a tuple of known names, in the order given, without repeats.
 
     An empty list or an unknown name is an InputError naming ``flag`` and the choices (a typo must not turn into
@@ -81,8 +81,8 @@ def parse_list(text: str, allowed: Iterable[str], flag: str) -> tuple[str, ...]:
     allowed = tuple(allowed)
     items = [x.strip() for x in str(text).split(",") if x.strip()]
     if not items:
-        raise InputError(f"{flag} is empty; give one or more of {', '.join(allowed)} (comma-separated)")
+        raise InputError(f"{flag} is empty: give one or more of {', '.join(allowed)} (comma-separated)")
     unknown = [x for x in items if x not in allowed]
     if unknown:
-        raise InputError(f"{flag} {','.join(unknown)}: unknown; choose from {', '.join(allowed)}")
+        raise InputError(f"unknown {what}(s) {','.join(unknown)} ({flag}): choose from {', '.join(allowed)}")
     return tuple(dict.fromkeys(items))

@@ -24,8 +24,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from speechtrt.bench.report import device_info, git_commit, markdown_table, versions, write_json
 from speechtrt.errors import InputError
+from speechtrt.export.components import component
+from speechtrt.reporting import environment, markdown_table, write_json
+from speechtrt.runtime.open import Artifacts, open_runner
 
 STAGES = ("encoder", "decoder_step", "vocoder")
 
@@ -70,14 +72,12 @@ def _stage_inputs(model, text: str, batch: int, past: int, device) -> dict[str, 
 
 def profile_ort(cfg: ProfileConfig, model, log: Callable[[str], None]) -> dict:
     """Per-node times from ONNX Runtime's profiler, per stage."""
-    from speechtrt.runtime.ort import OrtRunner, onnx_path_for
-
     out = {}
     tmp = Path(cfg.out_dir) / "ort_profile"
     tmp.mkdir(parents=True, exist_ok=True)
     for stage, comp in zip(STAGES, ("tts_encoder", "tts_decoder_step", "tts_vocoder")):
-        runner = OrtRunner(onnx_path_for(cfg.onnx_dir, comp), threads=cfg.threads,
-                           profile_prefix=str(tmp / comp))
+        runner = open_runner(comp, "ort", "fp32", "cpu", Artifacts(onnx_dir=Path(cfg.onnx_dir)), threads=cfg.threads,
+                             profile_prefix=str(tmp / comp))
         calls = cfg.decode_steps if stage == "decoder_step" else 5
         walls = []
         for i in range(calls + 1):
@@ -99,11 +99,9 @@ def profile_trt(cfg: ProfileConfig, model, log: Callable[[str], None]) -> dict:
     ``speechtrt build`` from the same seeded export). The profiler synchronises after every layer, so its wall
     times are upper bounds; the layer shares are what it is for. Layer kinds are the last part of TensorRT's layer
     names (fused layers keep TensorRT's own name)."""
-    from speechtrt.runtime.trt import make_trt_runner
-
     out = {}
     for stage, comp in zip(STAGES, ("tts_encoder", "tts_decoder_step", "tts_vocoder")):
-        runner = make_trt_runner(cfg.engine_dir, comp, cfg.precision)
+        runner = open_runner(comp, "trt", cfg.precision, "cuda", Artifacts(engine_dir=Path(cfg.engine_dir)))
         calls = cfg.decode_steps if stage == "decoder_step" else 5
         runner.infer(_stage_inputs(model, cfg.text, cfg.batch, 1, "cuda")[stage])  # warm-up, unprofiled
         torch.cuda.synchronize()
@@ -159,16 +157,13 @@ def profile_torch(cfg: ProfileConfig, model, log: Callable[[str], None]) -> dict
     """Top operators by self time per stage with the torch profiler (NVTX ranges on CUDA)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from speechtrt.export.components import component
-    from speechtrt.runtime.runner import TorchRunner
-
     device = torch.device(cfg.device)
     cuda = device.type == "cuda"
     precision = "fp16" if cuda else "fp32"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     out = {}
     for stage, comp in zip(STAGES, ("tts_encoder", "tts_decoder_step", "tts_vocoder")):
-        runner = TorchRunner(component(comp), model, device, precision)
+        runner = open_runner(comp, "torch", precision, device, Artifacts(model=model))
         calls = cfg.decode_steps if stage == "decoder_step" else 5
         feeds = [_stage_inputs(model, cfg.text, cfg.batch, (i * 250) // max(calls, 1), device)[stage]
                  for i in range(calls)]
@@ -203,12 +198,9 @@ def profile_torch(cfg: ProfileConfig, model, log: Callable[[str], None]) -> dict
 
 def baseline_growth(model, device, points: tuple[int, ...] = (1, 64, 128, 250)) -> list[dict]:
     """The seed loop's cost of producing frame T (full decoder over T frames) against one KV-cached step."""
-    from speechtrt.export.components import component
-    from speechtrt.runtime.runner import TorchRunner
-
     c = model.config
     memory = model.encode_text(torch.randint(32, 127, (1, 50)).to(device))
-    step = TorchRunner(component("tts_decoder_step"), model, device)
+    step = open_runner("tts_decoder_step", "torch", "fp32", device, Artifacts(model=model))
     rows = []
     for t in points:
         mel = torch.randn(1, t, c.mel_dim, device=device)
@@ -246,16 +238,14 @@ def run_profile(cfg: ProfileConfig, log: Callable[[str], None] = print) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model = build_tts(seed=0)
-    result = {"device": device_info(cfg.device), "versions": versions(), "commit": git_commit(),
+    result = {**environment(cfg.device, cfg.threads),
               "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
               "weight_bytes": weight_bytes(model)}
     if "ort" in cfg.backends and not cfg.device.startswith("cuda"):
-        from speechtrt.export import components_for, export_component
+        from speechtrt.pipeline import ensure_artifact
 
-        for comp in components_for("tts"):
-            if not (Path(cfg.onnx_dir) / f"{comp.name}.onnx").is_file():
-                log(f"exporting {comp.name} to {cfg.onnx_dir} (missing)")
-                export_component(comp, model, cfg.onnx_dir, check=False)
+        for comp in ("tts_encoder", "tts_decoder_step", "tts_vocoder"):
+            ensure_artifact(comp, "fp32", "ort", Artifacts(onnx_dir=Path(cfg.onnx_dir), model=model), log=log)
         result["ort"] = profile_ort(cfg, model, log)
     if "torch" in cfg.backends:
         result["torch"] = profile_torch(cfg, model, log)

@@ -25,11 +25,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from speechtrt.bench.gpu import UsageSampler
-from speechtrt.bench.report import device_info, git_commit, line_plot, markdown_table, versions, write_json
 from speechtrt.bench.timing import summarize_ms, synchronize
 from speechtrt.config import FrameRule
 from speechtrt.errors import InputError
+from speechtrt.quantize.fidelity import snr_db
+from speechtrt.reporting import UsageSampler, environment, markdown_table, write_json
+from speechtrt.reporting.plots import line_plot
 
 HEADLINE = "Storm warning issued for the coast as winds build."
 """The 50-character headline text (250 frames under the frame rule)."""
@@ -122,30 +123,27 @@ def plan_variants(cfg: BenchConfig) -> list[Variant]:
     return out
 
 
-SNR_CAP_DB = 200.0
-"""Mel SNR reported for bit-identical outputs (keeps the JSON free of infinities)."""
-
-
-def snr_db(signal_energy: float, error_energy: float) -> float:
-    if error_energy <= 0:
-        return SNR_CAP_DB
-    return float(min(SNR_CAP_DB, 10 * np.log10(signal_energy / error_energy)))
-
-
 def mel_snr_db(reference: np.ndarray, other: np.ndarray) -> float:
-    """``10 log10(Σ ref² / Σ (ref - other)²)``, capped at :data:`SNR_CAP_DB`."""
-    ref = np.asarray(reference, dtype=np.float64)
-    return snr_db(float(np.sum(ref**2)), float(np.sum((ref - np.asarray(other, dtype=np.float64)) ** 2)))
+    """``10 log10(Σ ref² / Σ (ref - other)²)`` (:func:`speechtrt.quantize.fidelity.snr_db`; ``inf`` when equal)."""
+    return snr_db(other, reference)
 
 
-def _ensure_onnx(cfg: BenchConfig, model, log: Callable[[str], None]) -> None:
-    """Export the FP32 TTS graphs into ``onnx_dir`` when they are missing (ONNX Runtime variants need them)."""
-    from speechtrt.export import components_for, export_component
+def _ensure_artifacts(cfg: BenchConfig, model, variants: list[Variant], log: Callable[[str], None]) -> None:
+    """Make the graphs (and plans) each ONNX Runtime / TensorRT variant opens, when they are missing."""
+    from speechtrt.export.components import component
+    from speechtrt.pipeline import ensure_artifact
+    from speechtrt.runtime.open import Artifacts
 
-    missing = [c for c in components_for("tts") if not (Path(cfg.onnx_dir) / f"{c.name}.onnx").is_file()]
-    for comp in missing:
-        log(f"exporting {comp.name} to {cfg.onnx_dir} (missing)")
-        export_component(comp, model, cfg.onnx_dir, check=False)
+    artifacts = Artifacts(onnx_dir=Path(cfg.onnx_dir), engine_dir=Path(cfg.engine_dir), model=model)
+    for v in variants:
+        if v.backend == "torch":
+            continue
+        for name in ("tts_encoder", "tts_decoder_step", "tts_vocoder"):
+            try:
+                ensure_artifact(component(name, model.config), v.precision, v.backend, artifacts, log=log)
+            except Exception as exc:  # a variant that cannot be made here is reported as skipped, not fatal
+                log(f"{v.name}: cannot make {name} ({exc})")
+                break
 
 
 def _closed_loop(service, text: str, frames: int, clients: int, per_client: int) -> tuple[float, int]:
@@ -214,8 +212,7 @@ def run_tts_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
     headline_frames = frames_of[HEADLINE]
     sample_rate, spf = model.config.sample_rate, model.config.samples_per_frame
     variants = plan_variants(cfg)
-    if any(v.backend == "ort" for v in variants):
-        _ensure_onnx(cfg, model, log)
+    _ensure_artifacts(cfg, model, variants, log)
 
     # ---- the seed baseline
     step("baseline (seed, full recompute)")
@@ -347,16 +344,14 @@ def run_tts_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
                                                       frame_rule=rule, overlap_vocoder=False, cuda_graphs=False))
         reference = {t: ref_service.synthesize(t, n_frames=frames_of[t]).mel for ts in texts.values() for t in ts}
         ref_service.close()
-    note = "mel SNR vs the torch fp32 KV path on the same device, over all texts the variant ran (200 = identical)"
+    note = "mel SNR vs the torch fp32 KV path on the same device, over all texts the variant ran (null = identical)"
     baseline["fidelity"] = {"mel_snr_db": _pooled_snr(reference, base_mels), "reference": note}
     for name, m in mels.items():
         results[name]["fidelity"] = {"mel_snr_db": _pooled_snr(reference, m), "reference": note}
 
     report = {
         "benchmark": "tts",
-        "device": device_info(cfg.device),
-        "versions": versions(),
-        "commit": git_commit(),
+        **environment(cfg.device, cfg.threads),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
         "workload": {
             "categories": {c: [{"text": t, "chars": len(t), "frames": frames_of[t]} for t in ts]
@@ -378,9 +373,10 @@ def run_tts_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
 
 
 def _pooled_snr(reference: dict[str, np.ndarray], mels: dict[str, np.ndarray]) -> float:
-    num = sum(float(np.sum(reference[t].astype(np.float64) ** 2)) for t in mels)
-    den = sum(float(np.sum((reference[t].astype(np.float64) - m) ** 2)) for t, m in mels.items())
-    return snr_db(num, den)
+    """Mel SNR over every text of ``mels`` at once (each text's frames against the reference's)."""
+    texts = list(mels)
+    return snr_db(np.concatenate([np.ravel(mels[t]) for t in texts]),
+                  np.concatenate([np.ravel(reference[t]) for t in texts]))
 
 
 def _peak_mb(mem: dict, device: str) -> float:
@@ -507,4 +503,4 @@ def _pct(x):
 
 
 def _db(x):
-    return "–" if x is None else ("identical" if x >= SNR_CAP_DB else f"{x:.1f} dB")
+    return "–" if x is None else ("identical" if float(x) == float("inf") else f"{float(x):.1f} dB")

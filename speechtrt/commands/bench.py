@@ -22,14 +22,6 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
     return values
 
 
-def _words(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
-    values = tuple(x.strip() for x in text.split(",") if x.strip())
-    bad = [v for v in values if v not in allowed]
-    if bad or not values:
-        raise InputError(f"{flag}: unknown value(s) {bad or [text]}; choose from {', '.join(allowed)}")
-    return values
-
-
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
@@ -38,49 +30,52 @@ def register(app: typer.Typer) -> None:
                                     help="Comma list of torch, ort, trt (default: torch,ort on CPU; torch on CUDA)."),
         precision: str = typer.Option("", "--precision", "-p",
                                       help="Comma list of fp32, fp16, bf16, int8 (default: fp32 on CPU; fp16,bf16,fp32 on CUDA)."),
-        repeats: int = typer.Option(3, help="Timed repeats of the headline per variant (other texts: repeats // 3, at least 1)."),
-        warmup: int = typer.Option(1, help="Untimed warm-up syntheses per variant."),
+        repeats: int = typer.Option(3, min=1, help="Timed repeats of the headline per variant (other texts: repeats // 3, at least 1)."),
+        warmup: int = typer.Option(1, min=0, help="Untimed warm-up syntheses per variant."),
         categories: str = typer.Option("headline,short,medium,long", help="Categories the optimized variants run."),
         baseline_categories: str = typer.Option(
             "headline,short", help="Categories the seed baseline runs (its medium/long texts take minutes each on a CPU)."),
-        baseline_repeats: int = typer.Option(3, help="Timed repeats of the headline for the seed baseline."),
+        baseline_repeats: int = typer.Option(3, min=1, help="Timed repeats of the headline for the seed baseline."),
         concurrency: str = typer.Option("", help="Closed-loop client counts (default 1,2,4,8 on CPU; 1,4,16,64,256 on CUDA)."),
         batch_sizes: str = typer.Option("", help="Batch sizes to sweep (default 1,2,4,8 on CPU; 1,4,16,64,256 on CUDA)."),
-        requests_per_client: int = typer.Option(2, help="Requests each closed-loop client completes."),
-        max_frames: int = typer.Option(1000, help="Cap of the frame rule for every variant (1000 = the seed's)."),
+        requests_per_client: int = typer.Option(2, min=1, help="Requests each closed-loop client completes."),
+        max_frames: int = typer.Option(1000, min=1, max=1000, help="Cap of the frame rule for every variant (1000 = the seed's)."),
         onnx_dir: Path = typer.Option(Path("out/onnx"), help="ONNX graphs for the ort backend (exported if missing)."),
         engine_dir: Path = typer.Option(Path("engines"), help="TensorRT engines for the trt backend."),
         out: Path = typer.Option(Path("reports"), "--out", "-o", help="Folder for tts_bench.json/.md and the plots."),
         threads: int = typer.Option(
-            1, help="CPU threads for torch and ONNX Runtime, the same for every variant (0: library defaults). One "
+            1, min=0, help="CPU threads for torch and ONNX Runtime, the same for every variant (0: library defaults). One "
                     "thread keeps baseline and variants comparable on a shared machine, where spinning OpenMP threads "
                     "slow down by an order of magnitude."),
         quick: bool = typer.Option(False, "--quick", help="Smoke-test size: 24 frames, headline + one short text, tiny sweeps."),
     ) -> None:
         """Benchmark TTS: seed baseline vs optimized variants; writes reports/tts_bench.{json,md} and PNG plots."""
         from speechtrt.bench.tts_bench import CATEGORIES, BenchConfig, run_tts_bench
-        from speechtrt.runtime.runner import BACKENDS, PRECISIONS
+        from speechtrt.files import check_writable
+        from speechtrt.vocab import BACKENDS, PRECISIONS, parse_list
 
         gpu = device.startswith("cuda")
         if not device.startswith(("cpu", "cuda")):
             raise InputError(f"--device must be cpu or cuda[:N], got {device!r}")
         cfg = BenchConfig(
             device=device,
-            backends=_words(backend or ("torch" if gpu else "torch,ort"), BACKENDS, "--backend"),
-            precisions=_words(precision or ("fp16,bf16,fp32" if gpu else "fp32"), PRECISIONS, "--precision"),
-            repeats=max(1, repeats), warmup=max(0, warmup),
-            categories=_words(categories, CATEGORIES, "--categories"),
-            baseline_categories=_words(baseline_categories, CATEGORIES, "--baseline-categories"),
-            baseline_repeats=max(1, baseline_repeats),
+            backends=parse_list(backend or ("torch" if gpu else "torch,ort"), BACKENDS, "--backend", "backend"),
+            precisions=parse_list(precision or ("fp16,bf16,fp32" if gpu else "fp32"), PRECISIONS, "--precision",
+                                  "precision"),
+            repeats=repeats, warmup=warmup,
+            categories=parse_list(categories, CATEGORIES, "--categories", "category"),
+            baseline_categories=parse_list(baseline_categories, CATEGORIES, "--baseline-categories", "category"),
+            baseline_repeats=baseline_repeats,
             concurrency=_ints(concurrency or ("1,4,16,64,256" if gpu else "1,2,4,8"), "--concurrency"),
             batch_sizes=_ints(batch_sizes or ("1,4,16,64,256" if gpu else "1,2,4,8"), "--batch-sizes"),
-            requests_per_client=max(1, requests_per_client), max_frames=max_frames,
+            requests_per_client=requests_per_client, max_frames=max_frames,
             max_slots=256 if gpu else 16,
             onnx_dir=str(onnx_dir), engine_dir=str(engine_dir), out_dir=str(out), threads=threads or None,
             quick=quick,
         )
         if "headline" not in cfg.baseline_categories:
             raise InputError("--baseline-categories must include 'headline' (the speedup is measured on it)")
+        check_writable(out, "--out")
         console = Console()
         if not console.is_terminal:  # logs (CI, redirected output): one line per stage instead of a spinner
             report = run_tts_bench(cfg, log=console.print, progress=lambda msg: console.print(f"· {msg}"))
@@ -94,6 +89,10 @@ def register(app: typer.Typer) -> None:
         _print_summary(console, report, out)
 
 
+def _db(x) -> str:
+    return "identical" if x is not None and float(x) == float("inf") else ("–" if x is None else f"{float(x):.1f}")
+
+
 def _print_summary(console: Console, report: dict, out: Path) -> None:
     table = Table(title=f"TTS bench on {report['device']['name']}")
     for col in ("variant", "p50 ms", "p95 ms", "speedup p50", "utt/s", "frames/s", "peak MB", "mel SNR dB"):
@@ -101,7 +100,7 @@ def _print_summary(console: Console, report: dict, out: Path) -> None:
     b = report["baseline"]
     table.add_row("seed-baseline", f"{b['latency_ms']['p50']:.1f}", f"{b['latency_ms']['p95']:.1f}", "1.0",
                   f"{b['throughput']['utt_per_s']:.2f}", f"{b['throughput']['frames_per_s']:.0f}",
-                  f"{b['peak_mem_mb']:.0f}", f"{b['fidelity']['mel_snr_db']:.1f}")
+                  f"{b['peak_mem_mb']:.0f}", _db(b['fidelity']['mel_snr_db']))
     for name, r in report["variants"].items():
         if "skipped" in r:
             table.add_row(name, "skipped", "", "", "", "", "", "")
@@ -109,7 +108,7 @@ def _print_summary(console: Console, report: dict, out: Path) -> None:
         table.add_row(name, f"{r['latency_ms']['p50']:.1f}", f"{r['latency_ms']['p95']:.1f}",
                       f"{r['speedup_p50']:.1f}", f"{r['throughput']['utt_per_s']:.2f}",
                       f"{r['throughput']['frames_per_s']:.0f}", f"{r['peak_mem_mb']:.0f}",
-                      f"{r['fidelity']['mel_snr_db']:.1f}")
+                      _db(r['fidelity']['mel_snr_db']))
     console.print(table)
     for key, t in report["targets"].items():
         status = "[green]met[/]" if t["met"] else f"[red]missed[/] ({t['missed_by']})"

@@ -89,6 +89,7 @@ def register(app: typer.Typer) -> None:
         from speechtrt.quantize import calib as C
         from speechtrt.quantize import fidelity as F
         from speechtrt.quantize.precision import CALIB_BATCH, make_fp16, make_int8
+        from speechtrt.runtime.open import graph_opener
 
         rows: dict[tuple[str, str], dict] = {}
         timings: dict[str, float] = {}
@@ -143,17 +144,18 @@ def register(app: typer.Typer) -> None:
                 e2e = all(n in names for n in ("tts_encoder", "tts_decoder_step", "tts_vocoder"))
                 task = progress.add_task("fidelity", total=len(comps) * len(precisions) + (len(precisions) if e2e else 0))
                 report = F.FidelityReport(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), str(onnx_dir), str(calib_dir))
+                open_graph = graph_opener(onnx_dir)
                 for name in names:
                     for prec in precisions:
                         progress.update(task, description=f"fidelity: {name} {prec}")
-                        row = F.evaluate_component(name, prec, onnx_dir, calib_dir)
+                        row = F.evaluate_component(name, prec, calib_dir, open_graph)
                         report.rows.append(row)
                         rows[(name, prec)].update(row)
                         progress.advance(task)
                 if e2e:
                     for prec in precisions:
                         progress.update(task, description=f"fidelity: TTS end to end {prec}")
-                        row = F.evaluate_tts_e2e(prec, onnx_dir, calib_dir)
+                        row = F.evaluate_tts_e2e(prec, calib_dir, open_graph)
                         report.rows.append(row)
                         rows[("tts_end_to_end", prec)] = row
                         progress.advance(task)

@@ -13,7 +13,6 @@ import io
 import math
 import shutil
 import subprocess
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,43 +99,68 @@ def _feature_constants(cfg: FeatureConfig, device: torch.device) -> tuple[torch.
         return (torch.hann_window(cfg.n_fft, periodic=True, device=device), mel_filterbank(cfg).to(device))
 
 
-# ---------------------------------------------------------------- WAV files
+# ---------------------------------------------------------------- audio files (libsndfile)
+
+
+def read_audio(source: str | Path | bytes) -> tuple[np.ndarray, int]:
+    """Read an audio file, or its bytes, with libsndfile (``soundfile``): WAV in any PCM or IEEE-float encoding,
+    FLAC, OGG/Vorbis and whatever else libsndfile reads. Returns (samples float32 in [-1, 1], shape [N] or
+    [N, channels], sample rate).
+
+    Raises :class:`InputError` naming the file for a missing, empty, unreadable or non-audio file, and for audio
+    holding NaN or Inf samples (which would poison every feature computed from it).
+    """
+    import soundfile
+
+    name = "uploaded audio" if isinstance(source, (bytes, bytearray)) else f"audio file {source}"
+    if not isinstance(source, (bytes, bytearray)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{name} does not exist: check the manifest's audio_filepath")
+        handle = str(path)
+    else:
+        if not source:
+            raise InputError(f"{name} is empty (0 bytes): send a WAV, FLAC or OGG file")
+        handle = io.BytesIO(source)
+    try:
+        data, rate = soundfile.read(handle, dtype="float32", always_2d=False)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
+        detail = str(exc).strip().rsplit(": ", 1)[-1][:200]  # libsndfile's reason, without the handle's repr
+        raise InputError(f"{name} is not audio libsndfile can read ({detail}); use WAV (PCM or float), FLAC or "
+                         "OGG, or convert it with sox or ffmpeg") from exc
+    if data.size and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise InputError(f"{name} has {bad} NaN/Inf samples of {data.size}: clean the audio and send it again")
+    return np.ascontiguousarray(data, dtype=np.float32), int(rate)
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read a PCM WAV file: returns (samples float32 in [-1, 1], shape [N] or [N, channels], sample rate).
+    """:func:`read_audio` of a file (kept under its old name: every reader goes through libsndfile)."""
+    return read_audio(path)
 
-    Raises :class:`InputError` naming the file for a missing, unreadable or non-PCM file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"audio file {path} does not exist: check the manifest's audio_filepath")
-    try:
-        with wave.open(str(path), "rb") as w:
-            channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-            raw = w.readframes(n)
-    except (wave.Error, EOFError, OSError) as exc:
-        raise InputError(f"audio file {path} is not a readable PCM WAV ({exc}); convert it with sox or ffmpeg") from exc
-    dtype = {1: np.uint8, 2: np.int16, 4: np.int32}.get(width)
-    if dtype is None:
-        raise InputError(f"audio file {path} has {8 * width}-bit samples; use 8, 16 or 32-bit PCM")
-    data = np.frombuffer(raw, dtype=dtype).astype(np.float32)
-    data = (data - 128.0) / 128.0 if dtype is np.uint8 else data / float(np.iinfo(dtype).max)
-    if channels > 1:
-        data = data.reshape(-1, channels)
-    return data, rate
+
+AUDIO_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
+
+
+def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str = "wav") -> bytes:
+    """Mono float samples in [-1, 1] as the bytes of a ``wav`` (16-bit PCM), ``flac`` or ``ogg`` file."""
+    import soundfile
+
+    if fmt not in AUDIO_FORMATS:
+        raise InputError(f"unknown audio format {fmt!r}: choose one of {', '.join(AUDIO_FORMATS)}")
+    container, subtype = AUDIO_FORMATS[fmt]
+    buf = io.BytesIO()
+    soundfile.write(buf, np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0), sample_rate,
+                    format=container, subtype=subtype)
+    return buf.getvalue()
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
-    """Write mono float samples in [-1, 1] as 16-bit PCM."""
+    """Write mono float samples in [-1, 1] as a 16-bit PCM WAV (or FLAC/OGG by the file's suffix)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pcm = (np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0) * 32767.0).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
+    fmt = path.suffix.lower().lstrip(".")
+    path.write_bytes(encode_audio(samples, sample_rate, fmt if fmt in AUDIO_FORMATS else "wav"))
     return path
 
 
@@ -175,7 +199,5 @@ def espeak_speech(text: str, voice: str = "en-us", rate: int = 175, pitch: int =
     )
     if proc.returncode != 0 or not proc.stdout:
         raise InputError(f"espeak-ng failed for voice {voice!r}: {proc.stderr.decode(errors='replace').strip()}")
-    with wave.open(io.BytesIO(proc.stdout), "rb") as w:
-        rate_in = w.getframerate()
-        data = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32767.0
+    data, rate_in = read_audio(proc.stdout)
     return resample(data, rate_in, sample_rate)

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -95,24 +93,20 @@ def snr_db(actual: np.ndarray, expected: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance between two strings (insertions, deletions, substitutions all cost 1)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def cer(hypotheses: list[str], references: list[str]) -> float:
-    """Corpus CER: total edits over total reference characters (0 when both sides are empty)."""
+    """Corpus CER (jiwer: total character edits over total reference characters). Empty references are scored
+    by their hypotheses' length (every character an insertion); all-empty on both sides is 0."""
+    import jiwer
+
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
-    edits = sum(edit_distance(h, r) for h, r in zip(hypotheses, references))
-    chars = sum(len(r) for r in references)
-    return edits / chars if chars else float(edits > 0)
+    pairs = [(r, h) for r, h in zip(references, hypotheses) if r]
+    inserted = sum(len(h) for r, h in zip(references, hypotheses) if not r)
+    chars = sum(len(r) for r, _ in pairs)
+    if not chars:
+        return float(inserted > 0)
+    out = jiwer.process_characters([r for r, _ in pairs], [h for _, h in pairs])
+    return (out.substitutions + out.deletions + out.insertions + inserted) / chars
 
 
 class _Accumulator:
@@ -139,58 +133,18 @@ class _Accumulator:
 
 # ---------------------------------------------------------------- graph execution
 
-
-_PROBE = """
-import sys, numpy as np, onnxruntime as ort
-o = ort.SessionOptions(); o.log_severity_level = 3; o.intra_op_num_threads = 1
-s = ort.InferenceSession(sys.argv[1], sess_options=o, providers=["CPUExecutionProvider"])
-with np.load(sys.argv[2]) as d:
-    s.run(None, {k: d[k] for k in d.files})
-print("ok")
-"""
+GraphOpener = Callable[[str, str, "dict[str, np.ndarray] | None"], object]
+"""``open_graph(component, precision, probe_feed) -> Runner``: how fidelity gets a graph to run. The caller passes
+:func:`speechtrt.runtime.open.graph_opener` (ONNX Runtime, or ONNX's reference evaluator for a graph ORT's CPU
+kernels crash on, probed on ``probe_feed`` in a child process); this module only compares what runners return."""
 
 
-def ort_runs(onnx_path: str | Path, feed: dict[str, np.ndarray]) -> bool:
-    """Whether ONNX Runtime (CPU) runs the graph on ``feed`` without crashing, tried in a child process."""
-    with tempfile.TemporaryDirectory(prefix="speechtrt-probe-") as tmp:
-        feed_path = Path(tmp) / "feed.npz"
-        np.savez(feed_path, **feed)
-        proc = subprocess.run([sys.executable, "-c", _PROBE, str(onnx_path), str(feed_path)],
-                              capture_output=True, text=True, timeout=600)
-    return proc.returncode == 0 and proc.stdout.strip().endswith("ok")
+def run_graph(runner, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One call of a Runner on NumPy feeds; NumPy outputs (floats as float32 or wider, integers as given)."""
+    import torch
 
-
-class GraphRunner:
-    """One graph behind ``run(feed) -> {output name: array}``, in ONNX Runtime or the ONNX reference evaluator."""
-
-    def __init__(self, onnx_path: str | Path, backend: str = "ort"):
-        self.path = Path(onnx_path)
-        self.backend = backend
-        if backend == "ort":
-            from speechtrt.export.parity import ort_session
-
-            self._session = ort_session(self.path, threads=1)  # small feeds: one thread is faster on a shared CPU
-            self.output_names = [o.name for o in self._session.get_outputs()]
-        elif backend == "onnx-reference":
-            import onnx
-            from onnx.reference import ReferenceEvaluator
-
-            model = onnx.load(str(self.path))
-            self._session = ReferenceEvaluator(model)
-            self.output_names = [o.name for o in model.graph.output]
-        else:
-            raise InputError(f"unknown backend {backend!r}: choose ort or onnx-reference")
-
-    @classmethod
-    def for_graph(cls, onnx_path: str | Path, probe_feed: dict[str, np.ndarray] | None) -> GraphRunner:
-        """ONNX Runtime when it runs the graph (probed in a child process when ``probe_feed`` is given)."""
-        if probe_feed is None or ort_runs(onnx_path, probe_feed):
-            return cls(onnx_path, "ort")
-        return cls(onnx_path, "onnx-reference")
-
-    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self._session.run(None, feed)
-        return dict(zip(self.output_names, outs))
+    out = runner.infer({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()})
+    return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
 
 def _valid_frames_mask(out: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -200,16 +154,15 @@ def _valid_frames_mask(out: dict[str, np.ndarray]) -> np.ndarray | None:
     return np.arange(t)[None, :] < out["output_lengths"][:, None]  # [B, T']
 
 
-def graph_fidelity(comp: Component, ref: GraphRunner, test: GraphRunner,
-                   feeds: list[dict[str, np.ndarray]]) -> dict:
+def graph_fidelity(comp: Component, ref, test, feeds: list[dict[str, np.ndarray]]) -> dict:
     """Compare every output of ``test`` with ``ref`` over ``feeds``; returns per-output measures."""
     acc: dict[str, _Accumulator] = {}
     int_equal: dict[str, list[bool]] = {}
     top1: list[tuple[int, int]] = []
     margins: list[np.ndarray] = []  # FP32 top-1 minus top-2 log-probability per frame (nats)
     for feed in feeds:
-        expected = ref.run(feed)
-        actual = test.run(feed)
+        expected = run_graph(ref, feed)
+        actual = run_graph(test, feed)
         mask = _valid_frames_mask(expected)
         for spec in comp.outputs:
             e, a = expected[spec.name], actual[spec.name]
@@ -247,14 +200,14 @@ def graph_fidelity(comp: Component, ref: GraphRunner, test: GraphRunner,
 # ---------------------------------------------------------------- end to end
 
 
-def tts_end_to_end(runners: dict[str, GraphRunner], tokens: np.ndarray, text_lengths: np.ndarray,
+def tts_end_to_end(runners: dict, tokens: np.ndarray, text_lengths: np.ndarray,
                    rule: FrameRule = FrameRule()) -> dict[str, np.ndarray]:
     """Encoder -> KV-cached decoder loop -> vocoder for a batch of texts, each to its ``FrameRule`` length.
 
     Returns ``mel`` [B, T, M], ``stop`` [B, T] and ``audio`` [B, T * samples_per_frame]; ``frames`` [B] says what
     is valid per text.
     """
-    enc = runners["tts_encoder"].run({"tokens": tokens, "text_lengths": text_lengths})
+    enc = run_graph(runners["tts_encoder"], {"tokens": tokens, "text_lengths": text_lengths})
     cross_k, cross_v = enc["cross_k"].astype(np.float32), enc["cross_v"].astype(np.float32)
     layers, b, heads, _, head_dim = cross_k.shape
     frames = np.array([rule.frames_for_text(int(n)) for n in text_lengths])
@@ -267,7 +220,7 @@ def tts_end_to_end(runners: dict[str, GraphRunner], tokens: np.ndarray, text_len
     stop = np.zeros((b, n), np.float32)
     for t in range(n):
         past = max(t, 1)
-        out = runners["tts_decoder_step"].run({
+        out = run_graph(runners["tts_decoder_step"], {
             "prev_frame": frame, "past_len": np.full((b,), t, np.int64),
             "past_k": np.ascontiguousarray(cache_k[:, :, :, :past]),
             "past_v": np.ascontiguousarray(cache_v[:, :, :, :past]),
@@ -278,7 +231,7 @@ def tts_end_to_end(runners: dict[str, GraphRunner], tokens: np.ndarray, text_len
         frame = out["frame"].astype(np.float32)
         mel[:, t] = frame
         stop[:, t] = out["stop_prob"]
-    audio = runners["tts_vocoder"].run({"mel": mel})["audio"]
+    audio = run_graph(runners["tts_vocoder"], {"mel": mel})["audio"]
     return {"mel": mel, "stop": stop, "audio": np.asarray(audio, np.float32), "frames": frames}
 
 
@@ -310,15 +263,15 @@ def greedy_transcripts(log_probs: np.ndarray, lengths: np.ndarray) -> list[str]:
     return [asr_decode(ctc_greedy(ids[i, : int(n)])) for i, n in enumerate(lengths)]
 
 
-def asr_transcripts(runner: GraphRunner, feeds: list[dict[str, np.ndarray]]) -> list[str]:
+def asr_transcripts(runner, feeds: list[dict[str, np.ndarray]]) -> list[str]:
     out: list[str] = []
     for feed in feeds:
-        res = runner.run(feed)
+        res = run_graph(runner, feed)
         out += greedy_transcripts(res["log_probs"], res["output_lengths"])
     return out
 
 
-def stream_transcripts(runner: GraphRunner, features: np.ndarray, lengths: np.ndarray, chunk: int) -> list[str]:
+def stream_transcripts(runner, features: np.ndarray, lengths: np.ndarray, chunk: int) -> list[str]:
     """Stream padded utterances [B, T, F] chunk by chunk; each keeps the outputs of its own full chunks."""
     from speechtrt.models.asr import StreamingASRModel
     from speechtrt.config import asr_config
@@ -335,7 +288,7 @@ def stream_transcripts(runner: GraphRunner, features: np.ndarray, lengths: np.nd
     n_chunks = lengths // chunk
     outs = []
     for j in range(int(n_chunks.max())):
-        res = runner.run({"features": np.ascontiguousarray(features[:, j * chunk: (j + 1) * chunk]), **state})
+        res = run_graph(runner, {"features": np.ascontiguousarray(features[:, j * chunk: (j + 1) * chunk]), **state})
         state = {k: np.asarray(res[f"{k}_out"], np.float32) for k in state}
         outs.append(np.asarray(res["log_probs"], np.float32))
     log_probs = np.concatenate(outs, axis=1)  # [B, chunks * chunk/4, V]
@@ -380,23 +333,14 @@ def _judge_graph(row: dict, b: Bounds) -> list[str]:
     return fails
 
 
-def _graph_path(onnx_dir: Path, name: str, precision: str) -> Path:
-    path = onnx_dir / (f"{name}.onnx" if precision == "fp32" else f"{name}.{precision}.onnx")
-    if not path.is_file():
-        hint = "`speechtrt export`" if precision == "fp32" else "`speechtrt calibrate`"
-        raise InputError(f"graph {path} does not exist: make it with {hint}")
-    return path
-
-
-def evaluate_component(name: str, precision: str, onnx_dir: str | Path, calib_dir: str | Path,
+def evaluate_component(name: str, precision: str, calib_dir: str | Path, open_graph: GraphOpener,
                        max_batches: int | None = None) -> dict:
     """One row of the report: a component's graph at ``precision`` against its FP32 graph on held-out inputs."""
     comp = component(name)
-    onnx_dir = Path(onnx_dir)
     t0 = time.perf_counter()
     feeds = minibatches(comp, load_set(calib_dir, name, heldout=True), EVAL_BATCH)[:max_batches]
-    ref = GraphRunner(_graph_path(onnx_dir, name, "fp32"), "ort")
-    test = GraphRunner.for_graph(_graph_path(onnx_dir, name, precision), feeds[0])
+    ref = open_graph(name, "fp32", None)
+    test = open_graph(name, precision, feeds[0])
     row = {"component": name, "precision": precision, "backend": test.backend,
            **graph_fidelity(comp, ref, test, feeds)}
     if name in ("asr_small", "asr_medium", "asr_large"):
@@ -420,9 +364,8 @@ def evaluate_component(name: str, precision: str, onnx_dir: str | Path, calib_di
     return row
 
 
-def evaluate_tts_e2e(precision: str, onnx_dir: str | Path, calib_dir: str | Path, texts: int = 4) -> dict:
+def evaluate_tts_e2e(precision: str, calib_dir: str | Path, open_graph: GraphOpener, texts: int = 4) -> dict:
     """The TTS chain at ``precision`` against the all-FP32 chain, on held-out texts."""
-    onnx_dir = Path(onnx_dir)
     t0 = time.perf_counter()
     enc = load_set(calib_dir, "tts_encoder", heldout=True)
     # held-out texts spread across lengths (the set is sorted by length)
@@ -430,9 +373,9 @@ def evaluate_tts_e2e(precision: str, onnx_dir: str | Path, calib_dir: str | Path
     lengths = enc["text_lengths"][pick]
     tokens = np.ascontiguousarray(enc["tokens"][pick][:, : int(lengths.max())])
     names = ("tts_encoder", "tts_decoder_step", "tts_vocoder")
-    ref = {n: GraphRunner(_graph_path(onnx_dir, n, "fp32"), "ort") for n in names}
+    ref = {n: open_graph(n, "fp32", None) for n in names}
     probe = {n: minibatches(component(n), load_set(calib_dir, n, heldout=True), 2)[0] for n in names}
-    test = {n: GraphRunner.for_graph(_graph_path(onnx_dir, n, precision), probe[n]) for n in names}
+    test = {n: open_graph(n, precision, probe[n]) for n in names}
     row = {"component": "tts_end_to_end", "precision": precision,
            "backend": ",".join(sorted({r.backend for r in test.values()})),
            **tts_e2e_fidelity(tts_end_to_end(ref, tokens, lengths), tts_end_to_end(test, tokens, lengths))}

@@ -54,14 +54,14 @@ class PrecisionResult:
 
 def check_method(method: str) -> str:
     if method not in CALIBRATION_METHODS:
-        raise InputError(f"--method {method!r}: unknown calibration method; choose one of "
+        raise InputError(f"unknown calibration method {method!r} (--method): choose one of "
                          f"{', '.join(CALIBRATION_METHODS)}")
     return method
 
 
 def parse_precisions(text: str) -> list[str]:
     """``"fp16,int8"`` -> ``["fp16", "int8"]``; unknown names raise an InputError naming the flag and choices."""
-    return list(parse_list(text.lower(), REDUCED_PRECISIONS, "--precision"))
+    return list(parse_list(text.lower(), REDUCED_PRECISIONS, "--precision", "precision"))
 
 
 def graph_counts(model) -> dict:

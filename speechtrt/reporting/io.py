@@ -1,4 +1,4 @@
-"""Writing reports: JSON that stays standard, Markdown tables, and output folders checked before work starts."""
+"""Writing reports: JSON that stays standard (no NaN/Infinity literals), Markdown tables."""
 
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ from speechtrt.files import check_writable  # noqa: F401  (re-exported for repor
 
 
 def _finite(obj):
-    """NaN/Inf become ``null``; numpy scalars and arrays become plain numbers and lists."""
+    """NaN becomes ``null`` and ±inf the strings ``"inf"``/``"-inf"`` (``float()`` reads them back; an SNR of
+    identical outputs is infinite, not unknown); numpy scalars and arrays become plain numbers and lists."""
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        if math.isnan(obj):
+            return None
+        return obj if math.isfinite(obj) else ("inf" if obj > 0 else "-inf")
     if isinstance(obj, dict):
         return {str(k): _finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

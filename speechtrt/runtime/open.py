@@ -32,7 +32,6 @@ from speechtrt.vocab import BACKENDS, check_backend, check_precision
 log = logging.getLogger("speechtrt.runtime")
 
 DEFAULT_ORDER = ("trt", "ort", "torch")
-INTERNAL_BACKENDS = ("onnx-reference",)  # ONNX's reference evaluator: fidelity checks where ORT's kernels crash
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,12 @@ def graph_path(artifacts: Artifacts, component: str, precision: str, backend: st
 
 
 def make_hint(component: str, precision: str, backend: str) -> str:
-    """The command that makes the missing artifact."""
+    """The command that makes the missing artifact (``backend`` ``graph``: the ModelOpt graph itself)."""
     from speechtrt.export.components import component as spec
 
     model = spec(component).model
+    if backend == "graph":  # the ModelOpt graph TensorRT builds from
+        return f"speechtrt calibrate --model {model} --precision {precision}"
     if backend == "trt":
         flag = {"fp32": "--fp32", "fp16": "--fp16", "int8": "--int8"}.get(precision, "")
         return f"speechtrt build --model {model} {flag}".strip()
@@ -93,9 +94,8 @@ def open_runner(component: str | Component, backend: str, precision: str = "fp32
     :class:`~speechtrt.errors.EngineLoadError` naming the command that makes a missing artifact.
     """
     comp = component if isinstance(component, Component) else component_spec(component)
-    if backend not in INTERNAL_BACKENDS:
-        check_backend(backend, None)
-        check_precision(precision, backend, None)
+    check_backend(backend, None)
+    check_precision(precision, backend, None)
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EngineLoadError(f"{comp.name} on {device}: CUDA is not available here; use --device cpu")
@@ -114,10 +114,6 @@ def open_runner(component: str | Component, backend: str, precision: str = "fp32
     if not path.is_file():
         raise EngineLoadError(f"no {precision} ONNX graph of {comp.name} at {str(path)!r}; make it with "
                               f"`{make_hint(comp.name, precision, 'ort')}` (or pass --onnx-dir)")
-    if backend == "onnx-reference":
-        from speechtrt.runtime.ort import ReferenceRunner
-
-        return ReferenceRunner(path)
     from speechtrt.runtime.ort import OrtRunner
 
     return OrtRunner(path, device=device, threads=threads, profile_prefix=profile_prefix)
@@ -170,3 +166,24 @@ def open_first(component: str | Component, backends: tuple[str, ...] = DEFAULT_O
             log.warning("running %s on the %s backend after %d fallback(s)", name, backend, i)
         return runner, attempts
     raise AssertionError("unreachable")
+
+
+def graph_opener(onnx_dir: str | Path, threads: int | None = 1):
+    """``open_graph(component, precision, probe_feed) -> Runner`` over the graphs in ``onnx_dir`` that TensorRT
+    builds from (FP32, and the ModelOpt ``.fp16``/``.int8`` files), for fidelity checks: in ONNX Runtime, or — when
+    ``probe_feed`` is given and ORT's CPU kernels crash on the graph in a child process (some FP16 LSTM graphs) —
+    in ONNX's reference evaluator. One ORT thread by default: fidelity feeds are small."""
+    from speechtrt.runtime.ort import OrtRunner, ReferenceRunner, ort_runs
+
+    artifacts = Artifacts(onnx_dir=Path(onnx_dir))
+
+    def open_graph(component: str, precision: str, probe_feed=None) -> Runner:
+        path = graph_path(artifacts, component, precision, "trt")
+        if not path.is_file():
+            raise EngineLoadError(f"no {precision} graph of {component} at {str(path)!r}; make it with "
+                                  f"`{make_hint(component, precision, 'ort' if precision == 'fp32' else 'graph')}`")
+        if probe_feed is not None and not ort_runs(path, probe_feed):
+            return ReferenceRunner(path)
+        return OrtRunner(path, threads=threads)
+
+    return open_graph

@@ -14,8 +14,9 @@ import pytest
 from speechtrt.errors import InputError
 from speechtrt.export import component
 from speechtrt.quantize.calib import load_set, minibatches
-from speechtrt.quantize.fidelity import GraphRunner, bounds_for, evaluate_component, graph_fidelity
+from speechtrt.quantize.fidelity import bounds_for, evaluate_component, graph_fidelity
 from speechtrt.quantize.precision import CALIB_BATCH, check_method, make_fp16, make_int8, parse_precisions
+from speechtrt.runtime.open import graph_opener
 
 FAST = ("asr_small", "asr_stream_step", "tts_vocoder")
 
@@ -73,7 +74,7 @@ def test_fp16_graph_has_fp16_weights_casts_and_fp32_io(graphs, name):
 @pytest.mark.parametrize("name", FAST)
 def test_int8_runs_in_onnx_runtime_within_bounds(graphs, quant_dirs, name):
     onnx_dir, calib_dir = quant_dirs
-    row = evaluate_component(name, "int8", onnx_dir, calib_dir)
+    row = evaluate_component(name, "int8", calib_dir, graph_opener(onnx_dir))
     assert row["backend"] == "ort"  # the Q/DQ graph itself, in ONNX Runtime
     assert row["ok"], row["failures"]
     b = bounds_for(name, "int8")
@@ -87,7 +88,7 @@ def test_int8_runs_in_onnx_runtime_within_bounds(graphs, quant_dirs, name):
 
 @pytest.mark.parametrize("name", ("asr_small", "tts_vocoder"))
 def test_fp16_within_bounds(graphs, quant_dirs, name):
-    row = evaluate_component(name, "fp16", *quant_dirs)
+    row = evaluate_component(name, "fp16", quant_dirs[1], graph_opener(quant_dirs[0]))
     assert row["ok"], row["failures"]
     assert row["min_snr_db"] >= bounds_for(name, "fp16").min_snr_db
 
@@ -98,9 +99,10 @@ def test_fp16_stream_step_checked_by_the_reference_evaluator(graphs, quant_dirs)
     onnx_dir, calib_dir = quant_dirs
     comp = component("asr_stream_step")
     feeds = minibatches(comp, load_set(calib_dir, comp.name, heldout=True), 2)[:1]
-    test = GraphRunner.for_graph(graphs[(comp.name, "fp16")].onnx_path, feeds[0])
+    open_graph = graph_opener(onnx_dir)
+    test = open_graph(comp.name, "fp16", feeds[0])
     assert test.backend in ("ort", "onnx-reference")
-    res = graph_fidelity(comp, GraphRunner(onnx_dir / "asr_stream_step.onnx"), test, feeds)
+    res = graph_fidelity(comp, open_graph(comp.name, "fp32"), test, feeds)
     b = bounds_for(comp.name, "fp16")
     assert res["min_snr_db"] >= b.min_snr_db and res["max_rel_l2"] <= b.max_rel_l2
     assert res["outputs"]["h_out"]["rel_l2"] < 5e-3  # the carried LSTM state stays close to FP32
@@ -112,9 +114,9 @@ def test_max_calibration_also_works(quant_dirs):
     feeds = minibatches(comp, load_set(calib_dir, comp.name), CALIB_BATCH)
     res = make_int8(comp, onnx_dir, feeds, "max", out_dir=onnx_dir / "max")
     assert res.onnx_path.name == "tts_vocoder.int8.onnx" and res.sidecar["quantization"]["method"] == "max"
-    ref = GraphRunner(onnx_dir / "tts_vocoder.onnx")
+    ref = graph_opener(onnx_dir)(comp.name, "fp32")
     held = minibatches(comp, load_set(calib_dir, comp.name, heldout=True), 8)
-    assert graph_fidelity(comp, ref, GraphRunner(res.onnx_path), held)["min_snr_db"] > 20.0
+    assert graph_fidelity(comp, ref, graph_opener(onnx_dir / "max")(comp.name, "int8"), held)["min_snr_db"] > 20.0
 
 
 def test_bad_method_precision_and_missing_graph(quant_dirs, tmp_path):
