@@ -61,13 +61,25 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors (bad flag, bad value) print their own message
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # usage errors (bad flag, out-of-range value) print their own usage message, exit 2
+        if _is_usage_error(exc):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Click's usage errors, from click itself or from the copy of click newer Typer versions carry."""
+    import click
+
+    bases = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+
+        bases.append(TyperClickException)
+    except ImportError:
+        pass
+    return isinstance(exc, tuple(bases))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,32 @@ class Speaker:
         return f"{self.accent}/{self.variant}-r{self.rate}-p{self.pitch}"
 
 
+def espeak_voices() -> set[str]:
+    """The English voices espeak-ng has here (its ``--voices=en`` language column), e.g. ``en-gb-scotland``."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["espeak-ng", "--voices=en"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    return {line.split()[1] for line in out.splitlines()[1:] if len(line.split()) > 1}
+
+
+def check_voices(accents: tuple[str, ...], flag: str = "--accents") -> tuple[str, ...]:
+    """``accents`` when every one is an espeak-ng voice here; else an InputError naming the unknown ones."""
+    from speechtrt.models.audio import espeak_available
+
+    if not accents:
+        raise InputError(f"{flag} is empty: give one or more espeak-ng voices, e.g. {','.join(ACCENTS[:3])}")
+    if not espeak_available():
+        raise InputError("espeak-ng is not installed: `apt-get install espeak-ng` (Debian/Ubuntu)")
+    known = espeak_voices()
+    unknown = [a for a in accents if a not in known]
+    if unknown:
+        raise InputError(f"unknown accent(s) {', '.join(unknown)} ({flag}): espeak-ng has {', '.join(sorted(known))}")
+    return accents
+
+
 def speakers(accent: str, split: str, count: int, seed: int = 0) -> list[Speaker]:
     """``count`` speakers of ``accent`` for ``split``: distinct variants from that split's pool, spread rate/pitch.
 

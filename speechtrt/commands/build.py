@@ -87,6 +87,9 @@ def register(app: typer.Typer) -> None:
         overrides = tuple(parse_shape_override(s) for s in shape)
         _check_overrides(overrides, comps)
 
+        from speechtrt.files import check_writable
+
+        check_writable(engines_dir, "--engine-dir")
         settings = BuildSettings(arch, engines_dir, workspace_mb, hardware_compat, overrides)
         builder = EngineBuilder(settings)  # checks first that this TensorRT can target the architecture
 

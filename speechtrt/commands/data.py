@@ -22,9 +22,10 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", help="train, dev or test (test: unseen sentences and speakers; dev: "
                                   "training-split sentences, minus --exclude manifests' ones, for tuning)."),
         accents: str = typer.Option(",".join(ACCENTS), help="Comma-separated espeak-ng accents."),
-        speakers: int = typer.Option(4, help="Speakers per accent."),
-        sentences: int = typer.Option(20, help="Sentences per speaker."),
-        test_fraction: float = typer.Option(0.2, help="Share of the text source's sentences held out for test."),
+        speakers: int = typer.Option(4, min=1, help="Speakers per accent."),
+        sentences: int = typer.Option(20, min=1, help="Sentences per speaker."),
+        test_fraction: float = typer.Option(0.2, help="Share of the text source's sentences held out for test "
+                                            "(between 0 and 1)."),
         text_source: Optional[Path] = typer.Option(None, help="Text file or fortune folder (default: "
                                                    "/usr/share/games/fortunes from Debian fortunes/fortunes-min)."),
         jitter: bool = typer.Option(False, help="Jitter rate and pitch per utterance (used for training data)."),
@@ -33,7 +34,23 @@ def register(app: typer.Typer) -> None:
                                            "the training manifest when making a dev set."),
     ) -> None:
         """Speak sentences from an installed English text in several accents with espeak-ng."""
-        cfg = SynthConfig(split=split, accents=tuple(a.strip() for a in accents.split(",") if a.strip()),
+        from speechtrt.asr.data import SPLITS, check_voices
+        from speechtrt.errors import InputError
+        from speechtrt.files import check_writable
+
+        if not 0.0 < test_fraction < 1.0:
+            raise InputError(f"--test-fraction {test_fraction}: give a share strictly between 0 and 1")
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r} (--split): choose one of {', '.join(SPLITS)}")
+        voices = tuple(a.strip() for a in accents.split(",") if a.strip())
+        check_voices(voices, "--accents")
+        for m in exclude:
+            if not m.is_file():
+                raise InputError(f"--exclude {m}: no such manifest")
+        if text_source is not None and not text_source.exists():
+            raise InputError(f"--text-source {text_source}: no such file or folder")
+        check_writable(out, "--out")
+        cfg = SynthConfig(split=split, accents=voices,
                           speakers_per_accent=speakers, sentences_per_speaker=sentences, test_fraction=test_fraction,
                           text_source=str(text_source) if text_source else None, jitter=jitter, seed=seed,
                           exclude=tuple(str(m) for m in exclude))

@@ -27,19 +27,31 @@ def register(app: typer.Typer) -> None:
         test_manifest: Optional[Path] = typer.Option(None, help="Held-out manifest scored after training "
                                                      "(never used for training or model selection)."),
         out: Optional[Path] = typer.Option(None, help="Checkpoint path (default checkpoints/asr-<size>.pt)."),
-        minutes: float = typer.Option(30.0, help="Wall-clock training budget; the LR schedule follows it."),
-        batch_frames: int = typer.Option(3000, help="Padded feature frames per batch."),
-        lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW)."),
+        minutes: float = typer.Option(30.0, help="Wall-clock training budget (> 0); the LR schedule follows it."),
+        batch_frames: int = typer.Option(3000, min=16, help="Padded feature frames per batch."),
+        lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW, > 0)."),
         augment: bool = typer.Option(True, help="Speed/noise/gain augmentation and SpecAugment."),
-        threads: int = typer.Option(1, help="torch CPU threads."),
+        threads: int = typer.Option(1, min=1, help="torch CPU threads."),
         seed: int = typer.Option(0),
         init_from: Optional[Path] = typer.Option(None, help="Continue from this checkpoint's weights (warm start)."),
         frontend_from: Optional[Path] = typer.Option(None, help="Start the convolution front end from this "
                                                      "checkpoint (any offline size); the rest starts fresh."),
     ) -> None:
         """Train an ASR size with CTC; write the checkpoint (FP16 weights) and <checkpoint>.json."""
+        from speechtrt.config import asr_config
+        from speechtrt.errors import InputError
+        from speechtrt.files import check_writable_file
+
         console = Console()
+        asr_config(size)  # unknown size: one line naming the choices
+        if minutes <= 0 or lr <= 0:
+            raise InputError(f"--minutes {minutes} and --lr {lr} must both be > 0")
+        for flag, path in (("--train-manifest", train_manifest), ("--test-manifest", test_manifest),
+                           ("--init-from", init_from), ("--frontend-from", frontend_from)):
+            if path is not None and not path.is_file():
+                raise InputError(f"{flag} {path}: no such file")
         out = out or Path(f"checkpoints/asr-{size}.pt")
+        check_writable_file(out, "--out")
         cfg = TrainConfig(size=size, train_manifest=str(train_manifest), out=str(out), minutes=minutes,
                           batch_frames=batch_frames, peak_lr=lr, augment=augment, seed=seed, threads=threads,
                           init_from=str(init_from) if init_from else None,

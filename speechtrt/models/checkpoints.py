@@ -45,6 +45,17 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict | None 
     return path
 
 
+def _load_failure(exc: Exception) -> str:
+    """One line saying why ``torch.load`` refused a file (torch's own message spans paragraphs of advice)."""
+    text = str(exc)
+    if any(k in text for k in ("invalid load key", "failed finding central directory", "Unsupported operand")):
+        return "not a torch file (truncated, or some other format)"
+    if "Weights only load failed" in text or "weights_only" in text:
+        return "it holds pickled Python objects, not a speechtrt checkpoint (speechtrt loads weights only)"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), exc.__class__.__name__)
+    return f"not a readable torch file ({first[:160]})"
+
+
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model a checkpoint describes; returns ``(model in eval mode, meta)``."""
     from speechtrt.models.asr import SimpleASRModel, StreamingASRModel
@@ -55,8 +66,9 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
         raise InputError(f"checkpoint {path} does not exist: pass the path of a file written by speechtrt")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated file, not a torch file, ...
-        raise InputError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: {exc}); re-create it") from exc
+    except Exception as exc:  # truncated file, not a torch file, a pickle of arbitrary objects, ...
+        raise InputError(f"checkpoint {path} cannot be read: {_load_failure(exc)}; pass a checkpoint written by "
+                         "speechtrt (speechtrt train, or speechtrt.models.save_checkpoint)") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise InputError(f"checkpoint {path} is not a {FORMAT} file; save it with speechtrt.models.save_checkpoint")
     if blob["kind"] == "tts":
