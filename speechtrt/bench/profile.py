@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from speechtrt.errors import InputError
-from speechtrt.export.components import component
+from speechtrt.export.components import component, per_layer_feeds
 from speechtrt.reporting import environment, markdown_table, write_json
 from speechtrt.runtime.open import Artifacts, open_runner
 
@@ -61,10 +61,11 @@ def _stage_inputs(model, text: str, batch: int, past: int, device) -> dict[str, 
     g = torch.Generator().manual_seed(0)
     feeds = {
         "encoder": {"tokens": ids, "text_lengths": lengths},
-        "decoder_step": {"prev_frame": torch.randn(batch, c.mel_dim, generator=g),
-                         "past_len": torch.full((batch,), past, dtype=torch.int64),
-                         "past_k": torch.randn(*kv, generator=g), "past_v": torch.randn(*kv, generator=g),
-                         "cross_k": ck, "cross_v": cv, "text_lengths": lengths},
+        "decoder_step": per_layer_feeds({"prev_frame": torch.randn(batch, c.mel_dim, generator=g),
+                                         "past_len": torch.full((batch,), past, dtype=torch.int64),
+                                         "text_lengths": lengths,
+                                         "past_k": torch.randn(*kv, generator=g), "past_v": torch.randn(*kv, generator=g),
+                                         "cross_k": ck, "cross_v": cv}, c.num_layers),
         "vocoder": {"mel": torch.randn(batch, 250, c.mel_dim, generator=g)},
     }
     return {s: {k: v.to(device) for k, v in f.items()} for s, f in feeds.items()}

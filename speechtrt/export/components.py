@@ -44,6 +44,7 @@ class Component:
     exporter: str  # "dynamo" (TorchDynamo-based) | "torchscript" (legacy; the only one that handles LSTMs here)
     wrap: Callable[[nn.Module], nn.Module] = field(repr=False)
     make_inputs: Callable[[nn.Module, dict[str, int], torch.Generator], dict[str, torch.Tensor]] = field(repr=False)
+    varargs_from: int | None = None  # inputs from this index on reach the wrapper's forward as *args
 
     def shape_at(self, spec: TensorSpec, which: str) -> list[int]:
         """Concrete shape of ``spec`` with every dim at its ``min``, ``opt`` or ``max``."""
@@ -68,12 +69,17 @@ class _TTSEncoder(nn.Module):
 
 
 class _TTSDecoderStep(nn.Module):
+    """The decoder step with one cache input per layer and kind (see :data:`CACHE_KINDS`)."""
+
     def __init__(self, model):
         super().__init__()
         self.model = model
+        self.layers = model.config.num_layers
 
-    def forward(self, prev_frame, past_len, past_k, past_v, cross_k, cross_v, text_lengths):
-        return self.model.decode_step(prev_frame, past_len, past_k, past_v, cross_k, cross_v, text_lengths)
+    def forward(self, prev_frame, past_len, text_lengths, *caches):
+        n = self.layers
+        pk, pv, ck, cv = (list(caches[i * n:(i + 1) * n]) for i in range(len(CACHE_KINDS)))
+        return self.model.decode_step(prev_frame, past_len, pk, pv, ck, cv, text_lengths)
 
 
 class _TTSVocoder(nn.Module):
@@ -126,15 +132,35 @@ def _tts_decoder_inputs(model, s, gen):
     kv = (c.num_layers, b, c.num_heads)
     past_len = torch.randint(0, p + 1, (b,), generator=gen)
     past_len[0] = p
-    return {
+    return per_layer_feeds({
         "prev_frame": torch.randn(b, c.mel_dim, generator=gen),
         "past_len": past_len,
+        "text_lengths": _lengths(b, t, gen),
         "past_k": torch.randn(*kv, p, c.head_dim, generator=gen),
         "past_v": torch.randn(*kv, p, c.head_dim, generator=gen),
         "cross_k": torch.randn(*kv, t, c.head_dim, generator=gen),
         "cross_v": torch.randn(*kv, t, c.head_dim, generator=gen),
-        "text_lengths": _lengths(b, t, gen),
-    }
+    }, c.num_layers)
+
+
+CACHE_KINDS = ("past_k", "past_v", "cross_k", "cross_v")
+"""The decoder step's cache inputs, one per layer each: ``past_k_0`` … ``past_k_{L-1}``, then ``past_v_*``,
+``cross_k_*``, ``cross_v_*``, each ``[B, H, rows, D]``. One input per layer lets a runtime bind every layer's
+cache where it lies; a stacked ``[L, B, H, rows, D]`` input is split (copied) by ONNX Runtime at every step."""
+
+
+def cache_input_names(num_layers: int) -> list[str]:
+    return [f"{kind}_{i}" for kind in CACHE_KINDS for i in range(num_layers)]
+
+
+def per_layer_feeds(feeds: dict, num_layers: int) -> dict:
+    """``feeds`` with stacked caches (``past_k`` … ``cross_v``, ``[L, B, H, rows, D]``) replaced by the decoder
+    step's per-layer inputs (views, nothing copied); other entries unchanged, in the graph's input order."""
+    out = {k: v for k, v in feeds.items() if k not in CACHE_KINDS}
+    for kind in CACHE_KINDS:
+        for i in range(num_layers):
+            out[f"{kind}_{i}"] = feeds[kind][i]
+    return out
 
 
 def _tts_vocoder_inputs(model, s, gen):
@@ -172,7 +198,9 @@ def tts_components(config=None, model: str = "tts") -> list[Component]:
     L, H, D, E, M = c.num_layers, c.num_heads, c.head_dim, c.hidden_dim, c.mel_dim
     text = DimRange("text", 1, 64, c.max_text_len)
     kv_text = (L, "batch", H, "text", D)
-    kv_past = (L, "batch", H, "past", D)
+    rows = {"past_k": "past", "past_v": "past", "cross_k": "text", "cross_v": "text"}
+    caches = tuple(TensorSpec(f"{kind}_{i}", "float32", ("batch", H, rows[kind], D))
+                   for kind in CACHE_KINDS for i in range(L))
     return [
         Component(
             "tts_encoder", model,
@@ -185,14 +213,12 @@ def tts_components(config=None, model: str = "tts") -> list[Component]:
         Component(
             "tts_decoder_step", model,
             inputs=(TensorSpec("prev_frame", "float32", ("batch", M)), TensorSpec("past_len", "int64", ("batch",)),
-                    TensorSpec("past_k", "float32", kv_past), TensorSpec("past_v", "float32", kv_past),
-                    TensorSpec("cross_k", "float32", kv_text), TensorSpec("cross_v", "float32", kv_text),
-                    TensorSpec("text_lengths", "int64", ("batch",))),
+                    TensorSpec("text_lengths", "int64", ("batch",)), *caches),
             outputs=(TensorSpec("frame", "float32", ("batch", M)), TensorSpec("stop_prob", "float32", ("batch",)),
                      TensorSpec("new_k", "float32", (L, "batch", H, 1, D)),
                      TensorSpec("new_v", "float32", (L, "batch", H, 1, D))),
             dims={"batch": DimRange("batch", 1, 8, 256), "past": DimRange("past", 1, 250, c.max_frames), "text": text},
-            exporter="dynamo", wrap=_TTSDecoderStep, make_inputs=_tts_decoder_inputs,
+            exporter="dynamo", wrap=_TTSDecoderStep, make_inputs=_tts_decoder_inputs, varargs_from=3,
         ),
         Component(
             "tts_vocoder", model,

@@ -53,7 +53,10 @@ def _export(comp: Component, wrapper: torch.nn.Module, example: dict[str, torch.
         warnings.simplefilter("ignore")
         if comp.exporter == "dynamo":
             dims = {n: torch.export.Dim(n, min=d.min, max=d.max) for n, d in comp.dims.items()}
-            shapes = {s.name: {i: dims[d] for i, d in enumerate(s.shape) if isinstance(d, str)} for s in comp.inputs}
+            per_input = [{i: dims[d] for i, d in enumerate(s.shape) if isinstance(d, str)} for s in comp.inputs]
+            k = comp.varargs_from
+            # one entry per positional parameter of the wrapper's forward; *args take one nested tuple
+            shapes = tuple(per_input) if k is None else (*per_input[:k], tuple(per_input[k:]))
             program = torch.onnx.export(
                 wrapper, args, dynamo=True, input_names=names_in, output_names=names_out,
                 dynamic_shapes=shapes, opset_version=OPSET["dynamo"], optimize=True, verbose=False,

@@ -54,25 +54,54 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, t, h * d)
 
 
+def cache_rows(kv) -> int:
+    """Rows (positions) of a cache given as one stacked tensor [L, B, H, P, D] or a sequence of per-layer
+    tensors [B, H, P, D] (the exported decoder step takes one input per layer: a stacked input would be split,
+    i.e. copied, by ONNX Runtime at every step)."""
+    return kv.shape[3] if isinstance(kv, torch.Tensor) else kv[0].shape[2]
+
+
 def step_masks(past_len: torch.Tensor, p: int, text_lengths: torch.Tensor, s: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention masks of a cached decoder step: (self [B,1,1,P+1] over the valid past rows and the new row,
-    text [B,1,1,S] over the valid text positions)."""
-    past_keep = torch.arange(p, device=past_len.device)[None, :] < past_len[:, None]  # [B, P]
-    self_keep = torch.cat([past_keep, torch.ones_like(past_keep[:, :1])], dim=1)[:, None, None, :]
-    text_keep = (torch.arange(s, device=text_lengths.device)[None, :] < text_lengths[:, None])[:, None, None, :]
-    return self_keep, text_keep
+    """Additive attention biases of a cached decoder step, computed once per step and shared by every layer:
+    (past [B,1,1,P]: 0 on the valid past rows, -1e4 beyond ``past_len``; text [B,1,1,S]: likewise beyond
+    ``text_lengths``). The new row is always attended to, so it needs no entry."""
+    past = torch.arange(p, device=past_len.device)[None, :] >= past_len[:, None]  # [B, P] True = masked
+    text = torch.arange(s, device=text_lengths.device)[None, :] >= text_lengths[:, None]  # [B, S]
+    return (past.to(torch.float32) * _MASKED)[:, None, None, :], (text.to(torch.float32) * _MASKED)[:, None, None, :]
+
+
+def _attend_cached(q: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   past_bias: torch.Tensor) -> torch.Tensor:
+    """Attention of one new position over the cached past and itself, reading the cache where it lies.
+
+    q, k, v: [B,H,1,D] (the new row); past_k, past_v: [B,H,P,D]; past_bias: additive [B,1,1,P]. The softmax over
+    [past, new] is taken in two parts sharing one maximum, so the past is never concatenated with the new row
+    (a copy of the whole cache per layer and step); equal to attention over ``cat([past, new])``.
+    """
+    q = q * (1.0 / math.sqrt(q.shape[-1]))
+    s_past = torch.matmul(q, past_k.transpose(-1, -2)) + past_bias.to(q.dtype)  # [B, H, 1, P]
+    s_new = (q * k).sum(dim=-1, keepdim=True)  # [B, H, 1, 1]
+    top = torch.maximum(s_past.amax(dim=-1, keepdim=True), s_new)
+    e_past, e_new = torch.exp(s_past - top), torch.exp(s_new - top)
+    return (torch.matmul(e_past, past_v) + e_new * v) / (e_past.sum(dim=-1, keepdim=True) + e_new)
+
+
+def _attend_bias(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Scaled dot-product attention with an additive bias broadcastable to the scores [B,H,Tq,Tk]."""
+    scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-1, -2)) + bias.to(q.dtype)
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
 def cached_decoder_layer(
     layer: nn.TransformerDecoderLayer,
     x: torch.Tensor,  # [B, 1, E]    the new position's input to this layer
-    past_k: torch.Tensor,  # [B, H, P, D] this layer's self-attention keys; rows masked out by self_keep are ignored
+    past_k: torch.Tensor,  # [B, H, P, D] this layer's self-attention keys; rows beyond past_len are ignored
     past_v: torch.Tensor,  # [B, H, P, D]
-    self_keep: torch.Tensor,  # bool [B, 1, 1, P + 1]
+    self_keep: torch.Tensor,  # additive past bias [B, 1, 1, P] from step_masks
     cross_k: torch.Tensor,  # [B, H, S, D]
     cross_v: torch.Tensor,  # [B, H, S, D]
-    text_keep: torch.Tensor,  # bool [B, 1, 1, S]
+    text_keep: torch.Tensor,  # additive text bias [B, 1, 1, S] from step_masks
     num_heads: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One ``nn.TransformerDecoderLayer`` applied to one new position with a KV cache (eval mode, no dropout).
@@ -87,11 +116,11 @@ def cached_decoder_layer(
     sa, ca = layer.self_attn, layer.multihead_attn
     q, k, v = F.linear(layer.norm1(x) if pre else x, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
     q, k, v = _heads(q, num_heads), _heads(k, num_heads), _heads(v, num_heads)  # [B, H, 1, D]
-    a = sa.out_proj(_merge(_attend(q, torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2), self_keep)))
+    a = sa.out_proj(_merge(_attend_cached(q, past_k, past_v, k, v, self_keep)))
     x = x + a if pre else layer.norm1(x + a)
 
     q = _heads(F.linear(layer.norm2(x) if pre else x, ca.in_proj_weight[:e], ca.in_proj_bias[:e]), num_heads)
-    a = ca.out_proj(_merge(_attend(q, cross_k, cross_v, text_keep)))
+    a = ca.out_proj(_merge(_attend_bias(q, cross_k, cross_v, text_keep)))
     x = x + a if pre else layer.norm2(x + a)
 
     f = layer.linear2(layer.activation(layer.linear1(layer.norm3(x) if pre else x)))
@@ -198,10 +227,10 @@ class SimpleTTSModel(nn.Module):
         self,
         prev_frame: torch.Tensor,  # [B, M]      the frame decoded last (zeros at the first step)
         past_len: torch.Tensor,  # [B] int64   valid rows in the cache for each sequence
-        past_k: torch.Tensor,  # [L, B, H, P, D] self-attention keys; rows >= past_len are ignored
-        past_v: torch.Tensor,  # [L, B, H, P, D]
-        cross_k: torch.Tensor,  # [L, B, H, S, D]
-        cross_v: torch.Tensor,  # [L, B, H, S, D]
+        past_k,  # [L, B, H, P, D], or L tensors [B, H, P, D]: self-attention keys; rows >= past_len are ignored
+        past_v,  # like past_k
+        cross_k,  # [L, B, H, S, D], or L tensors [B, H, S, D]
+        cross_v,  # like cross_k
         text_lengths: torch.Tensor,  # [B] int64
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One causal decoder step for a batch of sequences at different positions.
@@ -210,7 +239,7 @@ class SimpleTTSModel(nn.Module):
         The caller writes the new rows at index ``past_len`` of each sequence's cache.
         """
         h = self.config.num_heads
-        self_keep, text_keep = step_masks(past_len, past_k.shape[3], text_lengths, cross_k.shape[3])
+        self_keep, text_keep = step_masks(past_len, cache_rows(past_k), text_lengths, cache_rows(cross_k))
 
         x = self.mel_embedding(prev_frame)[:, None, :]  # [B, 1, E]
         new_k, new_v = [], []

@@ -31,7 +31,7 @@ import torch
 
 from speechtrt.config import FrameRule, TTSConfig
 from speechtrt.errors import InputError
-from speechtrt.export.components import Component, component
+from speechtrt.export.components import Component, component, per_layer_feeds
 from speechtrt.models.corpus import FORTUNES_DIR, fortune_entries, fortune_files
 
 FORTUNE_FILES = ("fortunes", "literature", "riddles")
@@ -194,15 +194,15 @@ def capture_tts(model, texts: list[str], steps_per_text: int, seed: int = 0) -> 
     keep = torch.arange(p_max)[None, :] < torch.from_numpy(past_len)[:, None]  # [N, P]
     k *= keep[None, :, None, :, None]
     v *= keep[None, :, None, :, None]
-    decoder = {
+    decoder = per_layer_feeds({
         "prev_frame": run["prev"][torch.from_numpy(past_len), torch.tensor(rows)].numpy(),
         "past_len": past_len,
+        "text_lengths": lengths[rows],
         "past_k": k.numpy(),
         "past_v": v.numpy(),
         "cross_k": run["cross_k"][:, rows].numpy(),
         "cross_v": run["cross_v"][:, rows].numpy(),
-        "text_lengths": lengths[rows],
-    }
+    }, model.config.num_layers)
 
     # vocoder: windows of decoded mel (whole mel when shorter than a window is impossible: min 10 frames)
     mels = []

@@ -30,7 +30,7 @@ import numpy as np
 
 from speechtrt.config import FrameRule
 from speechtrt.errors import InputError
-from speechtrt.export.components import Component, component
+from speechtrt.export.components import Component, component, per_layer_feeds
 from speechtrt.quantize.calib import load_set, minibatches
 
 EVAL_BATCH = 8
@@ -220,12 +220,12 @@ def tts_end_to_end(runners: dict, tokens: np.ndarray, text_lengths: np.ndarray,
     stop = np.zeros((b, n), np.float32)
     for t in range(n):
         past = max(t, 1)
-        out = run_graph(runners["tts_decoder_step"], {
-            "prev_frame": frame, "past_len": np.full((b,), t, np.int64),
+        out = run_graph(runners["tts_decoder_step"], per_layer_feeds({
+            "prev_frame": frame, "past_len": np.full((b,), t, np.int64), "text_lengths": text_lengths,
             "past_k": np.ascontiguousarray(cache_k[:, :, :, :past]),
             "past_v": np.ascontiguousarray(cache_v[:, :, :, :past]),
-            "cross_k": cross_k, "cross_v": cross_v, "text_lengths": text_lengths,
-        })
+            "cross_k": cross_k, "cross_v": cross_v,
+        }, layers))
         cache_k[:, :, :, t] = out["new_k"][:, :, :, 0]
         cache_v[:, :, :, t] = out["new_v"][:, :, :, 0]
         frame = out["frame"].astype(np.float32)

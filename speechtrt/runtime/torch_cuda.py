@@ -2,10 +2,11 @@
 
 At batch 1 a decoder step is ~100 small kernels, so launch overhead dominates; replaying a captured graph removes
 it (DESIGN.md: 0.36 ms/step on an H100). A graph needs static shapes and addresses, so each graph is captured for a
-``(batch bucket, past bucket)`` pair over fixed views of the :class:`~speechtrt.runtime.kv_pool.KVCachePool`:
-``n`` active slots run in the smallest batch bucket ``b >= n`` (slots ``n..b-1`` are idle: text length 1, past 0,
-their outputs ignored), the past in the smallest bucket ``P >= max past_len`` (rows beyond a slot's length are
-masked), the text at the pool's ``max_text`` (masked likewise). The graph includes the K/V row scatter, the frame
+``(batch bucket, past capacity, text capacity)`` over fixed views of the
+:class:`~speechtrt.runtime.kv_pool.KVCachePool`: ``n`` active slots run in the smallest batch bucket ``b >= n``
+(slots ``n..b-1`` are idle: text length 1, past 0, their outputs ignored), the past and the text at the pool's
+current row capacities (rows beyond a slot's length are masked). The pool's buffers never move, so a graph captured
+at one capacity stays valid whenever the pool is at that capacity again. The graph includes the K/V row scatter, the frame
 write and the length update (:func:`~speechtrt.runtime.kv_pool.write_rows`), so a step is one replay plus an O(n)
 host-side length update. Graphs are captured lazily on first use and share one memory pool (the capture itself
 is :func:`speechtrt.runtime.graphs.capture`, shared with every other graphed runner).
@@ -26,8 +27,7 @@ class GraphedDecoderStep:
     """A :class:`~speechtrt.runtime.runner.DecoderStep` that replays CUDA graphs of the reference decoder step."""
 
     def __init__(self, model: torch.nn.Module, pool: KVCachePool, dtype: torch.dtype = torch.float16,
-                 batch_buckets: list[int] | None = None, past_buckets: list[int] | None = None,
-                 warmup_iters: int = 2, use_graphs: bool = True):
+                 batch_buckets: list[int] | None = None, warmup_iters: int = 2, use_graphs: bool = True):
         if use_graphs and pool.device.type != "cuda":
             raise InputError("CUDA graphs need the KV pool on a CUDA device")
         self.use_graphs = use_graphs  # False: run the same bucketed body eagerly (any device; for checking)
@@ -36,21 +36,21 @@ class GraphedDecoderStep:
         self.model = copy.deepcopy(model).to(device=pool.device, dtype=dtype).eval()
         self.pool = pool
         self.batch_buckets = batch_buckets or buckets(pool.max_slots, 1)
-        self.past_buckets = past_buckets or buckets(pool.shape.max_frames, min(64, pool.shape.max_frames))
         self.warmup_iters = warmup_iters
-        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.graphs: dict[tuple[int, int, int], torch.cuda.CUDAGraph] = {}
         self._mempool = torch.cuda.graph_pool_handle() if use_graphs else None
 
-    def _body(self, b: int, p: int) -> None:
-        pool, s = self.pool, self.pool.shape.max_text
+    def _body(self, b: int) -> None:
+        pool = self.pool
         frame, stop, new_k, new_v = self.model.decode_step(
-            pool.prev_frame[:b], pool.past_len[:b], pool.self_k[:, :b, :, :p], pool.self_v[:, :b, :, :p],
-            pool.cross_k[:, :b, :, :s], pool.cross_v[:, :b, :, :s], pool.text_len[:b],
+            pool.prev_frame[:b], pool.past_len[:b], pool.past_k.views(b), pool.past_v.views(b),
+            pool.cross_k.views(b), pool.cross_v.views(b), pool.text_len[:b],
         )
         write_rows(pool, b, frame, stop, new_k, new_v)
 
-    def capture(self, b: int, p: int) -> torch.cuda.CUDAGraph:
-        """Warm up and capture the step for batch bucket ``b`` and past bucket ``p``; pool state is preserved.
+    def capture(self, b: int, key: tuple[int, int, int]) -> torch.cuda.CUDAGraph:
+        """Warm up and capture the step for batch bucket ``b`` at the pool's current capacities (``key``); pool
+        state is preserved.
 
         Warm-up runs really execute: they write K/V rows and frames at each slot's next position (which the real
         step overwrites) and change ``prev_frame``, ``stop_prob`` and ``past_len``, which are restored after each.
@@ -62,23 +62,23 @@ class GraphedDecoderStep:
             for t, v in zip((pool.prev_frame, pool.stop_prob, pool.past_len), saved):
                 t[:b].copy_(v)
 
-        graph, _ = capture(lambda: self._body(b, p), pool.device, self._mempool, self.warmup_iters, restore)
-        self.graphs[(b, p)] = graph
+        graph, _ = capture(lambda: self._body(b), pool.device, self._mempool, self.warmup_iters, restore)
+        self.graphs[key] = graph
         return graph
 
     def step(self, pool: KVCachePool, n: int, stream=None) -> None:
         if pool is not self.pool:
             raise InputError("a graphed decoder step is bound to the pool it was captured on")
-        p, _ = pool.step_extent(n)
-        b, pb = bucket_for(self.batch_buckets, n), bucket_for(self.past_buckets, p)
+        p, s = pool.step_extent(n)  # may grow a capacity (one re-layout) before the step
+        b = bucket_for(self.batch_buckets, n)
         if not self.use_graphs:
             with torch.inference_mode():
-                self._body(b, pb)
+                self._body(b)
             if b > n:
                 pool.past_len[n:b].zero_()
             pool.advance(n)
             return
-        graph = self.graphs.get((b, pb)) or self.capture(b, pb)
+        graph = self.graphs.get((b, p, s)) or self.capture(b, (b, p, s))
         if stream is not None:
             with torch.cuda.stream(stream):
                 graph.replay()

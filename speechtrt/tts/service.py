@@ -401,4 +401,4 @@ def _open_runners(model, config: ServiceConfig):
         # the step is captured on the pool as CUDA graphs (see TTSService.__init__), not run as a runner
         return encoder, None, vocoder, TORCH_DTYPES[config.precision]
     step = open_("tts_decoder_step")
-    return encoder, RunnerDecoderStep(step), vocoder, step.dtype_of("past_k")
+    return encoder, RunnerDecoderStep(step), vocoder, step.dtype_of("past_k_0")

@@ -9,6 +9,7 @@ import torch
 
 from speechtrt.errors import ExportError, InputError
 from speechtrt.export import check_parity, component, components_for, load_sidecar, relative_l2
+from speechtrt.export.components import cache_input_names, per_layer_feeds
 from speechtrt.files import sha256_file
 from speechtrt.pipeline import export_component
 from speechtrt.runtime import Artifacts, open_runner
@@ -64,9 +65,11 @@ def test_parity_with_pytorch_at_several_shapes(onnx_dir, models, name):
 def test_sidecar_records_io_ranges_and_hash(onnx_dir):
     side = load_sidecar(onnx_dir / "tts_decoder_step.onnx")
     assert side["onnx_sha256"] == sha256_file(onnx_dir / "tts_decoder_step.onnx")
-    past_k = next(i for i in side["inputs"] if i["name"] == "past_k")
-    assert past_k["dtype"] == "float32" and past_k["shape"] == [6, "batch", 8, "past", 64]
-    assert past_k["min"] == [6, 1, 8, 1, 64] and past_k["max"] == [6, 256, 8, 1000, 64]
+    names = [i["name"] for i in side["inputs"]]
+    assert names[:3] == ["prev_frame", "past_len", "text_lengths"] and names[3:] == cache_input_names(6)
+    past_k = next(i for i in side["inputs"] if i["name"] == "past_k_5")
+    assert past_k["dtype"] == "float32" and past_k["shape"] == ["batch", 8, "past", 64]
+    assert past_k["min"] == [1, 8, 1, 64] and past_k["max"] == [256, 8, 1000, 64]
     assert side["exporter"] == "dynamo" and side["opset"] >= 17
     assert load_sidecar(onnx_dir / "asr_large.onnx")["exporter"] == "torchscript"
 
@@ -87,11 +90,10 @@ def test_decoder_step_loop_in_onnx_runtime_equals_full_recompute(onnx_dir, model
     out = []
     for t in range(frames):
         p = max(t, 1)
-        frame, stop, new_k, new_v = step.run(None, {
-            "prev_frame": prev, "past_len": np.full(2, t, np.int64),
-            "past_k": cache_k[:, :, :, :p], "past_v": cache_v[:, :, :, :p],
-            "cross_k": cross_k, "cross_v": cross_v, "text_lengths": lengths.numpy(),
-        })
+        frame, stop, new_k, new_v = step.run(None, {k: np.ascontiguousarray(v) for k, v in per_layer_feeds({
+            "prev_frame": prev, "past_len": np.full(2, t, np.int64), "text_lengths": lengths.numpy(),
+            "past_k": cache_k[:, :, :, :p], "past_v": cache_v[:, :, :, :p], "cross_k": cross_k, "cross_v": cross_v,
+        }, c.num_layers).items()})
         cache_k[:, :, :, t], cache_v[:, :, :, t] = new_k[:, :, :, 0], new_v[:, :, :, 0]
         prev = frame
         out.append(frame)

@@ -6,6 +6,7 @@ import torch
 
 from speechtrt.errors import InputError
 from speechtrt.export import component
+from speechtrt.export.components import per_layer_feeds
 from speechtrt.quantize.calib import (
     CALIB_VOICES, HELDOUT_VOICES, capture_stream, capture_tts, english_sentences, load_set, minibatches, speak_set,
     split_sentences,
@@ -41,22 +42,22 @@ def test_decoder_step_inputs_are_those_of_real_decoding(models):
     n = len(dec["past_len"])
     assert n == 6 and np.all(np.diff(dec["past_len"]) >= 0)  # sorted by position
     assert dec["past_len"].min() == 0  # first steps included
-    p = dec["past_k"].shape[3]
+    layers = tts.config.num_layers
+    past_k = np.stack([dec[f"past_k_{i}"] for i in range(layers)])  # [L, N, H, P, D]
+    p = past_k.shape[3]
     assert p == max(1, dec["past_len"].max())
     for i in range(n):
         # rows past the valid length are zero, rows inside are real (non-zero) keys
-        assert not dec["past_k"][:, i, :, dec["past_len"][i]:].any()
+        assert not past_k[:, i, :, dec["past_len"][i]:].any()
         if dec["past_len"][i]:
-            assert np.abs(dec["past_k"][:, i, :, : dec["past_len"][i]]).sum() > 0
+            assert np.abs(past_k[:, i, :, : dec["past_len"][i]]).sum() > 0
     with torch.no_grad():
         feeds = {k: torch.from_numpy(v) for k, v in dec.items()}
-        frame, _, k, _ = tts.decode_step(*(feeds[s.name] for s in component("tts_decoder_step").inputs))
+        frame, _, k, _ = component("tts_decoder_step").wrap(tts)(*(feeds[s.name] for s in component("tts_decoder_step").inputs))
         # the next step's prev_frame of the same text is this step's output: check by recomputing one step
         last = int(np.argmax(dec["past_len"]))
-        again, *_ = tts.decode_step(feeds["prev_frame"][last:last + 1], feeds["past_len"][last:last + 1],
-                                    feeds["past_k"][:, last:last + 1], feeds["past_v"][:, last:last + 1],
-                                    feeds["cross_k"][:, last:last + 1], feeds["cross_v"][:, last:last + 1],
-                                    feeds["text_lengths"][last:last + 1])
+        one = {k: v[last:last + 1] for k, v in feeds.items()}
+        again, *_ = component("tts_decoder_step").wrap(tts)(*(one[s.name] for s in component("tts_decoder_step").inputs))
     assert torch.allclose(again[0], frame[last], atol=1e-5)  # a padded batch row equals the sequence alone
     assert np.abs(dec["prev_frame"][dec["past_len"] > 0]).sum() > 0  # real frames, not zeros, after step 0
     assert not dec["prev_frame"][dec["past_len"] == 0].any()  # decoding starts from a zero frame
@@ -87,17 +88,17 @@ def test_minibatches_crop_to_their_longest_sample(batch, want):
 
 def test_minibatches_crop_past_and_text_of_the_decoder_step():
     comp = component("tts_decoder_step")
-    arrays = {
+    arrays = per_layer_feeds({
         "prev_frame": np.zeros((3, 80), np.float32), "past_len": np.array([0, 2, 5]),
         "past_k": np.zeros((6, 3, 8, 9, 64), np.float32), "past_v": np.zeros((6, 3, 8, 9, 64), np.float32),
         "cross_k": np.zeros((6, 3, 8, 11, 64), np.float32), "cross_v": np.zeros((6, 3, 8, 11, 64), np.float32),
         "text_lengths": np.array([4, 6, 3]),
-    }
+    }, 6)
     first, second = minibatches(comp, arrays, 2)
-    assert first["past_k"].shape == (6, 2, 8, 2, 64) and first["cross_v"].shape == (6, 2, 8, 6, 64)
-    assert second["past_v"].shape == (6, 1, 8, 5, 64) and second["cross_k"].shape == (6, 1, 8, 3, 64)
+    assert first["past_k_0"].shape == (2, 8, 2, 64) and first["cross_v_5"].shape == (2, 8, 6, 64)
+    assert second["past_v_3"].shape == (1, 8, 5, 64) and second["cross_k_1"].shape == (1, 8, 3, 64)
     only_first = minibatches(comp, {**arrays, "past_len": np.array([0, 0, 0])}, 3)[0]
-    assert only_first["past_k"].shape[3] == 1  # the graph's past axis is at least 1 (a masked row)
+    assert only_first["past_k_2"].shape[2] == 1  # the graph's past axis is at least 1 (a masked row)
 
 
 def test_missing_inputs_and_missing_sets_are_named(tmp_path):

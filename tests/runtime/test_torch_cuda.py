@@ -36,7 +36,7 @@ def test_graphed_step_matches_eager(tts_model):
 
 
 def test_bucketed_step_body_matches_the_generic_step_on_cpu(tts_model):
-    """The body the CUDA graphs capture (padded batch bucket, past bucket, full text width), run eagerly on CPU."""
+    """The body the CUDA graphs capture (padded batch bucket, the pool's row capacities), run eagerly on CPU."""
     from speechtrt.export import relative_l2
     from speechtrt.runtime.torch_cuda import GraphedDecoderStep
 
@@ -45,11 +45,11 @@ def test_bucketed_step_body_matches_the_generic_step_on_cpu(tts_model):
     tokens = torch.randint(32, 127, (3, 16), generator=torch.Generator().manual_seed(0))
     lengths = [16, 7, 11]
     out = enc.infer({"tokens": tokens, "text_lengths": torch.tensor(lengths)})
-    pools = [KVCachePool(shape), KVCachePool(shape)]
+    pools = [KVCachePool(shape), KVCachePool(shape, past_step=4)]
     for pool in pools:
         pool.load([0, 1, 2], out["cross_k"], out["cross_v"], lengths)
     generic = RunnerDecoderStep(TorchRunner(component("tts_decoder_step"), tts_model))
-    bucketed = GraphedDecoderStep(tts_model, pools[1], torch.float32, past_buckets=[4, 8, 20], use_graphs=False)
+    bucketed = GraphedDecoderStep(tts_model, pools[1], torch.float32, use_graphs=False)
     for i in range(14):
         n = 3 if i < 10 else 2  # batch bucket 4 with an idle slot, then 2
         generic.step(pools[0], n)
@@ -57,4 +57,6 @@ def test_bucketed_step_body_matches_the_generic_step_on_cpu(tts_model):
     a, b = pools
     assert a.past_len.tolist() == b.past_len.tolist() == [14, 14, 10, 0]
     assert relative_l2(b.mel[:3, :10].numpy(), a.mel[:3, :10].numpy()) < 1e-5
-    assert relative_l2(b.self_k[:, :2, :, :14].numpy(), a.self_k[:, :2, :, :14].numpy()) < 1e-5
+    assert b.past_k.cap == 16 and a.past_k.cap == 20  # grew 4 -> 8 -> 12 -> 16 in steps of 4; one step of 64 (capped)
+    for layer in range(shape.layers):
+        assert relative_l2(b.past_k.view(layer)[:2, :, :14].numpy(), a.past_k.view(layer)[:2, :, :14].numpy()) < 1e-5

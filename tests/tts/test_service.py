@@ -10,6 +10,7 @@ import torch
 from speechtrt.config import FrameRule
 from speechtrt.errors import CapacityError, InputError
 from speechtrt.export import relative_l2
+from speechtrt.models.text import normalize_tts_text
 from speechtrt.tts.baseline import seed_decode
 from speechtrt.tts.service import ServiceConfig, TTSService, split_text
 
@@ -84,7 +85,7 @@ def test_long_text_is_split_at_sentence_boundaries(tts_model):
     svc = TTSService(tts_model, ServiceConfig(**SMALL, frame_rule=FrameRule(frames_per_char=2, min_frames=2)))
     res = svc.synthesize("One two three. Four five! Six seven eight.")
     assert res.parts == 3 and res.frames == 2 * (len("one two three.") + len("four five!") + len("six seven eight."))
-    assert split_text("Aa. Bb. Cc dd.", 7) == ["aa. bb.", "cc dd."]
+    assert split_text(normalize_tts_text("Aa. Bb. Cc dd."), 7) == ["aa. bb.", "cc dd."]  # takes normalised text
     with pytest.raises(InputError, match="exceeds the maximum of 20"):
         svc.submit("this sentence has no boundary and is long")
     svc.close()
