@@ -86,29 +86,41 @@ def ensure_artifact(component: str | Component, precision: str = "fp32", backend
         if artifacts.model is None:
             raise InputError(f"the torch backend needs the PyTorch model of {comp.name}")
         return None
+    graph = ensure_graph(comp, precision, backend, artifacts, calibration=calibration, calib_dir=calib_dir, log=log)
+    if backend == "ort":
+        return graph
+    return _ensure_plan(comp, precision, artifacts, gpu, shapes, log)
+
+
+def ensure_graph(component: str | Component, precision: str, form: str, artifacts: Artifacts, *,
+                 calibration: Feeds | None = None, calib_dir: str | Path = "calib_data",
+                 log: Callable[[str], None] = lambda msg: None) -> Path:
+    """The ONNX graph of ``component`` at ``precision`` in ``form`` (``ort``: what ONNX Runtime runs best; ``trt``:
+    what TensorRT builds from — see :func:`speechtrt.runtime.open.graph_name`), made if missing."""
+    comp = component if isinstance(component, Component) else component_spec(component)
     fp32 = graph_path(artifacts, comp.name, "fp32")
     if not fp32.is_file():
         if artifacts.model is None:
             raise EngineLoadError(f"no ONNX graph {fp32} and no model to export it from: run `speechtrt export`")
         log(f"exporting {comp.name} to {artifacts.onnx_dir}")
         export_component(comp, artifacts.model, artifacts.onnx_dir)
-    graph = graph_path(artifacts, comp.name, precision, backend)
-    if not graph.is_file():
-        feeds = calibration
-        if feeds is None and not (precision == "int8" and backend == "ort" and _ort_int8_dynamic(comp)):
-            feeds = _calibration_feeds(comp, artifacts, Path(calib_dir), log)
-        log(f"making the {precision} graph of {comp.name} for {backend}")
-        if precision == "int8" and backend == "ort":
-            from speechtrt.quantize.ort_int8 import make_ort_int8
-
-            make_ort_int8(comp, artifacts.onnx_dir, feeds)
-        else:
-            from speechtrt.quantize.precision import make_fp16, make_int8
-
-            (make_fp16 if precision == "fp16" else make_int8)(comp, artifacts.onnx_dir, feeds)
-    if backend == "ort":
+    graph = graph_path(artifacts, comp.name, precision, form)
+    if graph.is_file():
         return graph
-    return _ensure_plan(comp, precision, artifacts, gpu, shapes, log)
+    ort_int8 = precision == "int8" and form == "ort"
+    feeds = calibration
+    if feeds is None and not (ort_int8 and _ort_int8_dynamic(comp)):
+        feeds = _calibration_feeds(comp, artifacts, Path(calib_dir), log)
+    log(f"making the {precision} graph of {comp.name} ({'ONNX Runtime' if form == 'ort' else 'TensorRT'} form)")
+    if ort_int8:
+        from speechtrt.quantize.ort_int8 import make_ort_int8
+
+        make_ort_int8(comp, artifacts.onnx_dir, feeds)
+    else:
+        from speechtrt.quantize.precision import make_fp16, make_int8
+
+        (make_fp16 if precision == "fp16" else make_int8)(comp, artifacts.onnx_dir, feeds)
+    return graph
 
 
 def _ort_int8_dynamic(comp: Component) -> bool:

@@ -39,9 +39,12 @@ assert len(HEADLINE) == 50
 CATEGORIES = ("headline", "short", "medium", "long")
 
 TARGETS = {
-    "cpu": {"headline_speedup_p50": 10.0},
+    "cpu": {"headline_speedup_p50": 50.0, "mel_snr_db": 30.0, "step_ratio_to_floor": 1.5, "batch32_scaling": 3.0},
     "cuda": {"headline_p50_ms": 50.0, "frames_per_s": 300_000.0, "peak_mem_mb": 2048.0, "mel_snr_db": 30.0},
 }
+"""What the report checks (``speechtrt.bench.tts_report.targets``): on a CPU the headline end to end at 50× the
+seed loop with mel SNR ≥ 30 dB vs FP32, the best variant's step within 1.5× its precision's memory floor, and
+in-flight batching at batch 32 delivering ≥ 3× the frames/s of batch 1."""
 
 
 def sample_texts() -> dict:
@@ -79,6 +82,7 @@ class BenchConfig:
     max_slots: int = 16
     onnx_dir: str = "out/onnx"
     engine_dir: str = "engines"
+    calib_dir: str = "calib_data"  # calibration sets for the ModelOpt graph forms (captured there when absent)
     out_dir: str = "reports"
     threads: int | None = None
     quick: bool = False
@@ -109,15 +113,17 @@ def plan_variants(cfg: BenchConfig) -> list[Variant]:
     for backend in cfg.backends:
         for precision in cfg.precisions:
             if backend == "torch":
-                if precision == "int8":
-                    continue
+                if precision == "int8" and cfg.device.startswith("cuda"):
+                    continue  # dynamic INT8 is a CPU path; INT8 on a GPU is the trt backend's
                 graphs = cfg.device.startswith("cuda")
                 out.append(Variant(f"torch-kv-{precision}" + ("-graphs" if graphs else ""), backend, precision,
                                    "static KV pool, in-flight batching" + (", CUDA graphs" if graphs else "")))
             elif backend == "ort":
                 if precision == "bf16":
                     continue
-                out.append(Variant(f"ort-kv-{precision}", backend, precision, "ONNX Runtime, I/O binding, KV pool"))
+                kernels = " (ONNX Runtime int8 kernels)" if precision == "int8" else ""
+                out.append(Variant(f"ort-kv-{precision}", backend, precision,
+                                   f"ONNX Runtime, I/O binding, KV pool{kernels}"))
             elif backend == "trt":
                 out.append(Variant(f"trt-kv-{precision}", backend, precision, "TensorRT engines, KV pool"))
     return out
@@ -140,7 +146,8 @@ def _ensure_artifacts(cfg: BenchConfig, model, variants: list[Variant], log: Cal
             continue
         for name in ("tts_encoder", "tts_decoder_step", "tts_vocoder"):
             try:
-                ensure_artifact(component(name, model.config), v.precision, v.backend, artifacts, log=log)
+                ensure_artifact(component(name, model.config), v.precision, v.backend, artifacts,
+                                calib_dir=cfg.calib_dir, log=log)
             except Exception as exc:  # a variant that cannot be made here is reported as skipped, not fatal
                 log(f"{v.name}: cannot make {name} ({exc})")
                 break
@@ -191,10 +198,11 @@ def _latency_table(seconds: dict[str, list[float]]) -> dict:
 
 def run_tts_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
                   progress: Callable[[str], None] | None = None) -> dict:
-    """Run the whole benchmark and write ``tts_bench.json``, ``tts_bench.md`` and two PNGs into ``cfg.out_dir``."""
+    """Run the whole benchmark and write ``tts_bench.json``, ``tts_bench.md`` and the PNGs into ``cfg.out_dir``."""
+    from speechtrt.bench.floor import memory_bandwidth_gbs
+    from speechtrt.bench.tts_report import render_markdown, targets, write_plots
+    from speechtrt.bench.tts_steps import floors, graph_forms, label_slower_than_fp32, recommended_precisions
     from speechtrt.models import build_tts
-    from speechtrt.tts.baseline import SeedBaselineTTS
-    from speechtrt.tts.service import ServiceConfig, TTSService
 
     if cfg.quick:
         cfg = quick_config(cfg)
@@ -203,173 +211,244 @@ def run_tts_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     step = progress or (lambda _: None)
-    rule = cfg.frame_rule
     model = build_tts(seed=0)
     texts = workload(cfg.categories)
     if cfg.quick:
         texts = {c: t[:1] for c, t in texts.items()}
-    frames_of = {t: rule.frames_for_text(len(t)) for ts in texts.values() for t in ts}
-    headline_frames = frames_of[HEADLINE]
-    sample_rate, spf = model.config.sample_rate, model.config.samples_per_frame
+    run = _Run(cfg, model, texts, step)
     variants = plan_variants(cfg)
     _ensure_artifacts(cfg, model, variants, log)
 
-    # ---- the seed baseline
-    step("baseline (seed, full recompute)")
-    base = SeedBaselineTTS(model, cfg.device, rule)
-    base.synthesize(HEADLINE[:10])  # warm-up
-    base_lat: dict[str, list[float]] = {}
-    base_mels: dict[str, np.ndarray] = {}
-    with UsageSampler(cfg.device) as usage:
-        for cat in cfg.baseline_categories:
-            if cat not in texts:
-                continue
-            reps = cfg.baseline_repeats if cat == "headline" else 1
-            base_lat[cat] = []
-            for text in texts[cat]:
-                for _ in range(reps):
-                    res = base.synthesize(text)
-                    base_lat[cat].append(res.latency_s)
-                base_mels[text] = res.mel
-                step(f"baseline {cat}: {res.latency_s * 1e3:.0f} ms for {res.frames} frames")
-    b_head = summarize_ms(base_lat["headline"])
-    baseline = {
-        "name": "seed-baseline", "backend": "torch", "precision": "fp32",
-        "note": "seed loop: per request, FP32 eager, decoder recomputed over all frames at every step",
-        "categories_measured": list(base_lat),
-        "latency_ms_by_category": _latency_table(base_lat),
-        "latency_ms": b_head.to_json(),
-        "throughput": {"utt_per_s": 1e3 / b_head.p50, "frames_per_s": headline_frames * 1e3 / b_head.p50},
-        "rtf": (b_head.p50 / 1e3) / (headline_frames * spf / sample_rate),
-        "peak_mem_mb": _peak_mb(usage.result(), cfg.device),
-        "memory": usage.result(),
-        "fidelity": {},
-    }
-    del base
-
-    # ---- optimized variants; the torch fp32 KV path (run first) is the fidelity reference
-    results = {}
-    mels: dict[str, dict[str, np.ndarray]] = {}
-    variants.sort(key=lambda v: (v.backend, v.precision) != ("torch", "fp32"))
+    step("memory bandwidth")
+    bandwidth = memory_bandwidth_gbs(64 if cfg.quick else 256)
+    step(f"memory bandwidth {bandwidth:.1f} GB/s")
+    baseline, base_lat, base_mels = _seed_baseline(run)
+    hand, hand_mels = _hand_written_kv(run, base_lat)
+    results: dict[str, dict] = {"torch-eager-kv": hand}
+    mels: dict[str, dict[str, np.ndarray]] = {"torch-eager-kv": hand_mels}
+    variants.sort(key=lambda v: (v.backend, v.precision) != ("torch", "fp32"))  # the fidelity reference first
     for v in variants:
-        step(f"{v.name}")
-        longest_text = max(len(t) for ts in texts.values() for t in ts)
-        # latency phase: a few slots sized for the whole workload; serving phase: slots for the sweeps, each sized
-        # for the headline (250 frames, 50 tokens), as a deployment for short requests would be
-        latency_cfg = ServiceConfig(backend=v.backend, precision=v.precision, device=cfg.device,
-                                    max_slots=min(4, cfg.max_slots), max_frames=max(frames_of.values()),
-                                    max_text=longest_text + 8, frame_rule=rule, onnx_dir=cfg.onnx_dir,
-                                    engine_dir=cfg.engine_dir, threads=cfg.threads)
-        serving_cfg = replace(latency_cfg, max_slots=max(cfg.max_slots, max(cfg.concurrency), max(cfg.batch_sizes)),
-                              max_frames=headline_frames, max_text=64)
-        try:
-            service = TTSService(model, latency_cfg)
-        except Exception as exc:  # a backend that cannot run here is reported, not fatal
-            log(f"skipping {v.name}: {exc}")
-            results[v.name] = {"skipped": str(exc), "backend": v.backend, "precision": v.precision}
-            continue
-        with UsageSampler(cfg.device) as latency_usage:
-            for _ in range(cfg.warmup):
-                service.synthesize(HEADLINE, n_frames=headline_frames)
-            lat: dict[str, list[float]] = {}
-            mels[v.name] = {}
-            for cat, ts in texts.items():
-                lat[cat] = []
-                for text in ts:
-                    reps = cfg.repeats if cat == "headline" else max(1, cfg.repeats // 3)
-                    for _ in range(reps):
-                        synchronize(cfg.device)
-                        t0 = time.perf_counter()
-                        res = service.synthesize(text, n_frames=frames_of[text])
-                        lat[cat].append(time.perf_counter() - t0)
-                    mels[v.name][text] = res.mel
-                step(f"{v.name} {cat}: p50 {summarize_ms(lat[cat]).p50:.0f} ms")
-        latency_steps = list(service.scheduler.stats)
-        service.close()
-        del service
-        service = TTSService(model, serving_cfg)
-        service.synthesize(HEADLINE, n_frames=headline_frames)  # warm-up (and CUDA graph capture at batch 1)
-        with UsageSampler(cfg.device) as usage:
-            batch_sweep = []
-            for b in cfg.batch_sizes:
-                t = _batch(service, HEADLINE, headline_frames, b)
-                batch_sweep.append({"batch": b, "latency_ms": t * 1e3, "utt_per_s": b / t,
-                                    "frames_per_s": b * headline_frames / t})
-                step(f"{v.name} batch {b}: {t * 1e3:.0f} ms")
-            conc_sweep = []
-            for c in cfg.concurrency:
-                t, n = _closed_loop(service, HEADLINE, headline_frames, c, cfg.requests_per_client)
-                conc_sweep.append({"concurrency": c, "seconds": t, "requests": n, "utt_per_s": n / t,
-                                   "frames_per_s": n * headline_frames / t})
-                step(f"{v.name} concurrency {c}: {n / t:.2f} utt/s")
-        mem = usage.result()
-        head = summarize_ms(lat["headline"])
-        best = max(conc_sweep, key=lambda r: r["frames_per_s"])
-        steps = latency_steps
-        results[v.name] = {
-            "backend": v.backend, "precision": v.precision, "note": v.note,
-            "latency_ms": head.to_json(),
-            "latency_ms_by_category": _latency_table(lat),
-            "throughput": {"utt_per_s": best["utt_per_s"], "frames_per_s": best["frames_per_s"],
-                           "at_concurrency": best["concurrency"]},
-            "concurrency_sweep": conc_sweep,
-            "batch_sweep": batch_sweep,
-            "rtf": (head.p50 / 1e3) / (headline_frames * spf / sample_rate),
-            "peak_mem_mb": _peak_mb(mem, cfg.device),
-            "latency_phase_peak_mem_mb": _peak_mb(latency_usage.result(), cfg.device),
-            "kv_pool_mb": service.pool.nbytes() / 2**20,
-            "kv_pool_slots": service.pool.max_slots,
-            "memory": mem,
-            "gpu_utilization_pct": mem["gpu_util_mean_pct"],
-            "fidelity": {},
-            "speedup_p50": b_head.p50 / head.p50,
-            "speedup_p50_by_category": {
-                c: base_lat_p50 / summarize_ms(lat[c]).p50
-                for c, base_lat_p50 in ((c, summarize_ms(s).p50) for c, s in base_lat.items()) if c in lat
-            },
-            "decode_steps": len(steps),
-            "mean_step_ms_batch1": float(np.mean([s.step_ms for s in steps])) if steps else None,
-            "serving": {"max_slots": serving_cfg.max_slots, "max_frames": serving_cfg.max_frames,
-                        "max_text": serving_cfg.max_text,
-                        "peak_active": max((s.active for s in service.scheduler.stats), default=0)},
-        }
-        service.close()
-
-    # ---- fidelity: mel SNR over every text a variant synthesized, against the FP32 reference
-    reference = next((mels[v.name] for v in variants if (v.backend, v.precision) == ("torch", "fp32")
-                      and v.name in mels), None)
-    if reference is None:
-        step("reference (torch fp32)")
-        ref_service = TTSService(model, ServiceConfig(device=cfg.device, max_slots=1, max_frames=cfg.max_frames,
-                                                      frame_rule=rule, overlap_vocoder=False, cuda_graphs=False))
-        reference = {t: ref_service.synthesize(t, n_frames=frames_of[t]).mel for ts in texts.values() for t in ts}
-        ref_service.close()
-    note = "mel SNR vs the torch fp32 KV path on the same device, over all texts the variant ran (null = identical)"
-    baseline["fidelity"] = {"mel_snr_db": _pooled_snr(reference, base_mels), "reference": note}
-    for name, m in mels.items():
-        results[name]["fidelity"] = {"mel_snr_db": _pooled_snr(reference, m), "reference": note}
+        results[v.name], variant_mels = _service_variant(run, v, base_lat, log)
+        if variant_mels is not None:
+            mels[v.name] = variant_mels
+    _fidelity(run, baseline, base_mels, results, mels)
+    floors(run, bandwidth, variants, results)
+    forms = graph_forms(run, bandwidth, log) if "ort" in cfg.backends and not cfg.device.startswith("cuda") else {}
+    label_slower_than_fp32(results)
 
     report = {
         "benchmark": "tts",
         **environment(cfg.device, cfg.threads),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
         "workload": {
-            "categories": {c: [{"text": t, "chars": len(t), "frames": frames_of[t]} for t in ts]
+            "categories": {c: [{"text": t, "chars": len(t), "frames": run.frames_of[t]} for t in ts]
                            for c, ts in texts.items()},
-            "frame_rule": {"frames_per_char": rule.frames_per_char, "min_frames": rule.min_frames,
-                           "max_frames": rule.max_frames},
-            "headline": HEADLINE,
-            "sample_rate": sample_rate, "samples_per_frame": spf,
+            "frame_rule": {"frames_per_char": run.rule.frames_per_char, "min_frames": run.rule.min_frames,
+                           "max_frames": run.rule.max_frames},
+            "headline": HEADLINE, "sample_rate": model.config.sample_rate,
+            "samples_per_frame": model.config.samples_per_frame,
         },
+        "memory_bandwidth_gb_s": round(bandwidth, 2),
         "baseline": baseline,
         "variants": results,
-        "targets": _targets(cfg.device, baseline, results),
+        "graph_forms": forms,
+        "recommended_precision": recommended_precisions(results),
     }
+    report["targets"] = targets(cfg.device, baseline, results)
     out = Path(cfg.out_dir)
     write_json(out / "tts_bench.json", report)
-    _plots(out, baseline, results)
+    write_plots(out, baseline, results)
     (out / "tts_bench.md").write_text(render_markdown(report))
     return report
+
+
+@dataclass
+class _Run:
+    """What every phase of one benchmark run shares: the config, the model, the texts and their frame counts."""
+
+    cfg: BenchConfig
+    model: torch.nn.Module
+    texts: dict[str, list[str]]
+    step: Callable[[str], None]
+
+    def __post_init__(self):
+        self.rule = self.cfg.frame_rule
+        self.frames_of = {t: self.rule.frames_for_text(len(t)) for ts in self.texts.values() for t in ts}
+        self.headline_frames = self.frames_of[HEADLINE]
+        c = self.model.config
+        self.sample_rate, self.spf = c.sample_rate, c.samples_per_frame
+
+    def rtf(self, p50_ms: float) -> float:
+        return (p50_ms / 1e3) / (self.headline_frames * self.spf / self.sample_rate)
+
+
+def _seed_baseline(run: _Run) -> tuple[dict, dict[str, list[float]], dict[str, np.ndarray]]:
+    """The seed loop on the baseline categories: latency, memory, the mel of every text."""
+    from speechtrt.tts.baseline import SeedBaselineTTS
+
+    cfg = run.cfg
+    run.step("baseline (seed, full recompute)")
+    base = SeedBaselineTTS(run.model, cfg.device, run.rule)
+    base.synthesize(HEADLINE[:10])  # warm-up
+    lat: dict[str, list[float]] = {}
+    mels: dict[str, np.ndarray] = {}
+    with UsageSampler(cfg.device) as usage:
+        for cat in cfg.baseline_categories:
+            if cat not in run.texts:
+                continue
+            reps = cfg.baseline_repeats if cat == "headline" else 1
+            lat[cat] = []
+            for text in run.texts[cat]:
+                for _ in range(reps):
+                    res = base.synthesize(text)
+                    lat[cat].append(res.latency_s)
+                mels[text] = res.mel
+                run.step(f"baseline {cat}: {res.latency_s * 1e3:.0f} ms for {res.frames} frames")
+    head = summarize_ms(lat["headline"])
+    mem = usage.result()
+    baseline = {
+        "name": "seed-baseline", "backend": "torch", "precision": "fp32",
+        "note": "seed loop: per request, FP32 eager, decoder recomputed over all frames at every step",
+        "categories_measured": list(lat), "latency_ms_by_category": _latency_table(lat),
+        "latency_ms": head.to_json(),
+        "throughput": {"utt_per_s": 1e3 / head.p50, "frames_per_s": run.headline_frames * 1e3 / head.p50},
+        "rtf": run.rtf(head.p50), "peak_mem_mb": _peak_mb(mem, cfg.device), "memory": mem, "fidelity": {},
+    }
+    return baseline, lat, mels
+
+
+def _hand_written_kv(run: _Run, base_lat: dict[str, list[float]]) -> tuple[dict, dict[str, np.ndarray]]:
+    """A KV cache written by hand (torch.cat per step, eager, one text at a time) on the baseline's categories."""
+    from speechtrt.tts.baseline import HandWrittenKVTTS
+
+    cfg = run.cfg
+    run.step("torch eager KV (hand-written)")
+    hand = HandWrittenKVTTS(run.model, cfg.device, run.rule)
+    hand.synthesize(HEADLINE[:10])
+    lat: dict[str, list[float]] = {}
+    mels: dict[str, np.ndarray] = {}
+    with UsageSampler(cfg.device) as usage:
+        for cat in base_lat:
+            reps = cfg.repeats if cat == "headline" else 1
+            lat[cat] = []
+            for text in run.texts[cat]:
+                for _ in range(reps):
+                    res = hand.synthesize(text)
+                    lat[cat].append(res.latency_s)
+                mels[text] = res.mel
+    head = summarize_ms(lat["headline"])
+    mem = usage.result()
+    return {
+        "backend": "torch", "precision": "fp32",
+        "note": "what a user writes by hand: eager torch, cache grown with torch.cat, one request at a time",
+        "latency_ms": head.to_json(), "latency_ms_by_category": _latency_table(lat),
+        "throughput": {"utt_per_s": 1e3 / head.p50, "frames_per_s": run.headline_frames * 1e3 / head.p50,
+                       "at_concurrency": 1},
+        "rtf": run.rtf(head.p50), "peak_mem_mb": _peak_mb(mem, cfg.device), "memory": mem, "fidelity": {},
+        "speedup_p50": summarize_ms(base_lat["headline"]).p50 / head.p50,
+        "speedup_p50_by_category": {c: summarize_ms(base_lat[c]).p50 / summarize_ms(lat[c]).p50 for c in lat},
+        "concurrency_sweep": [], "batch_sweep": [],
+    }, mels
+
+
+def _service_variant(run: _Run, v: Variant, base_lat: dict[str, list[float]], log) -> tuple[dict, dict | None]:
+    """One backend × precision through the in-flight TTS service: latency per category (one request at a time),
+    then a batch sweep and a closed-loop concurrency sweep on a service sized for the headline."""
+    from speechtrt.tts.service import ServiceConfig, TTSService
+
+    cfg = run.cfg
+    run.step(v.name)
+    longest_text = max(len(t) for ts in run.texts.values() for t in ts)
+    latency_cfg = ServiceConfig(backend=v.backend, precision=v.precision, device=cfg.device,
+                                max_slots=min(4, cfg.max_slots), max_frames=max(run.frames_of.values()),
+                                max_text=longest_text + 8, frame_rule=run.rule, onnx_dir=cfg.onnx_dir,
+                                engine_dir=cfg.engine_dir, threads=cfg.threads)
+    serving_cfg = replace(latency_cfg, max_slots=max(cfg.max_slots, max(cfg.concurrency), max(cfg.batch_sizes)),
+                          max_frames=run.headline_frames, max_text=64)
+    try:
+        service = TTSService(run.model, latency_cfg)
+    except Exception as exc:  # a backend that cannot run here is reported, not fatal
+        log(f"skipping {v.name}: {exc}")
+        return {"skipped": str(exc), "backend": v.backend, "precision": v.precision}, None
+    with UsageSampler(cfg.device) as latency_usage:
+        for _ in range(cfg.warmup):
+            service.synthesize(HEADLINE, n_frames=run.headline_frames)
+        lat: dict[str, list[float]] = {}
+        mels: dict[str, np.ndarray] = {}
+        for cat, ts in run.texts.items():
+            lat[cat] = []
+            for text in ts:
+                for _ in range(cfg.repeats if cat == "headline" else max(1, cfg.repeats // 3)):
+                    synchronize(cfg.device)
+                    t0 = time.perf_counter()
+                    res = service.synthesize(text, n_frames=run.frames_of[text])
+                    lat[cat].append(time.perf_counter() - t0)
+                mels[text] = res.mel
+            run.step(f"{v.name} {cat}: p50 {summarize_ms(lat[cat]).p50:.0f} ms")
+    steps = list(service.scheduler.stats)
+    service.close()
+    service = TTSService(run.model, serving_cfg)
+    service.synthesize(HEADLINE, n_frames=run.headline_frames)  # warm-up (and CUDA graph capture at batch 1)
+    with UsageSampler(cfg.device) as usage:
+        batch_sweep = []
+        for b in cfg.batch_sizes:
+            t = _batch(service, HEADLINE, run.headline_frames, b)
+            batch_sweep.append({"batch": b, "latency_ms": t * 1e3, "utt_per_s": b / t,
+                                "frames_per_s": b * run.headline_frames / t})
+            run.step(f"{v.name} batch {b}: {t * 1e3:.0f} ms")
+        conc_sweep = []
+        for c in cfg.concurrency:
+            t, n = _closed_loop(service, HEADLINE, run.headline_frames, c, cfg.requests_per_client)
+            conc_sweep.append({"concurrency": c, "seconds": t, "requests": n, "utt_per_s": n / t,
+                               "frames_per_s": n * run.headline_frames / t})
+            run.step(f"{v.name} concurrency {c}: {n / t:.2f} utt/s")
+    mem = usage.result()
+    head = summarize_ms(lat["headline"])
+    best = max(conc_sweep + [{**r, "concurrency": None} for r in batch_sweep], key=lambda r: r["frames_per_s"])
+    result = {
+        "backend": v.backend, "precision": v.precision, "note": v.note,
+        "latency_ms": head.to_json(), "latency_ms_by_category": _latency_table(lat),
+        "throughput": {"utt_per_s": best["utt_per_s"], "frames_per_s": best["frames_per_s"],
+                       "at_concurrency": best.get("concurrency"), "at_batch": best.get("batch")},
+        "concurrency_sweep": conc_sweep, "batch_sweep": batch_sweep, "batch_scaling": _scaling(batch_sweep),
+        "rtf": run.rtf(head.p50), "peak_mem_mb": _peak_mb(mem, cfg.device),
+        "latency_phase_peak_mem_mb": _peak_mb(latency_usage.result(), cfg.device),
+        "kv_pool_mb": service.pool.nbytes() / 2**20, "kv_pool_slots": service.pool.max_slots,
+        "memory": mem, "gpu_utilization_pct": mem["gpu_util_mean_pct"], "fidelity": {},
+        "speedup_p50": summarize_ms(base_lat["headline"]).p50 / head.p50,
+        "speedup_p50_by_category": {c: summarize_ms(base_lat[c]).p50 / summarize_ms(lat[c]).p50
+                                    for c in base_lat if c in lat},
+        "decode_steps": len(steps),
+        "mean_step_ms_batch1": float(np.mean([s.step_ms for s in steps])) if steps else None,
+        "serving": {"max_slots": serving_cfg.max_slots, "max_frames": serving_cfg.max_frames,
+                    "max_text": serving_cfg.max_text,
+                    "peak_active": max((s.active for s in service.scheduler.stats), default=0)},
+    }
+    service.close()
+    return result, mels
+
+
+def _scaling(batch_sweep: list[dict]) -> dict:
+    """frames/s at each batch over frames/s at batch 1 (in-flight batching's gain)."""
+    one = next((r["frames_per_s"] for r in batch_sweep if r["batch"] == 1), None)
+    return {str(r["batch"]): round(r["frames_per_s"] / one, 3) for r in batch_sweep} if one else {}
+
+
+def _fidelity(run: _Run, baseline: dict, base_mels: dict, results: dict, mels: dict) -> None:
+    """Mel SNR of every variant over every text it synthesized, against the torch FP32 service path."""
+    from speechtrt.tts.service import ServiceConfig, TTSService
+
+    reference = mels.get("torch-kv-fp32") or mels.get("torch-kv-fp32-graphs")
+    if reference is None:
+        run.step("reference (torch fp32)")
+        ref = TTSService(run.model, ServiceConfig(device=run.cfg.device, max_slots=1, max_frames=run.cfg.max_frames,
+                                                  frame_rule=run.rule, overlap_vocoder=False, cuda_graphs=False))
+        reference = {t: ref.synthesize(t, n_frames=run.frames_of[t]).mel for ts in run.texts.values() for t in ts}
+        ref.close()
+    note = "mel SNR vs the torch fp32 KV path on the same device, over all texts the variant ran (inf = identical)"
+    baseline["fidelity"] = {"mel_snr_db": _pooled_snr(reference, base_mels), "reference": note}
+    for name, m in mels.items():
+        results[name]["fidelity"] = {"mel_snr_db": _pooled_snr(reference, m), "reference": note}
 
 
 def _pooled_snr(reference: dict[str, np.ndarray], mels: dict[str, np.ndarray]) -> float:
@@ -383,124 +462,3 @@ def _peak_mb(mem: dict, device: str) -> float:
     if device.startswith("cuda"):
         return float(mem["allocator_peak_mb"])
     return float(mem["rss_growth_mb"])
-
-
-def _ok_variants(results: dict) -> dict:
-    return {k: v for k, v in results.items() if "skipped" not in v}
-
-
-def _targets(device: str, baseline: dict, results: dict) -> dict:
-    """Each target: the best variant's value, met or missed and by how much."""
-    kind = "cuda" if device.startswith("cuda") else "cpu"
-    ok = _ok_variants(results)
-    if not ok:
-        return {}
-    out = {}
-    for key, target in TARGETS[kind].items():
-        if key == "headline_speedup_p50":
-            name = max(ok, key=lambda n: ok[n]["speedup_p50"])
-            value, met = ok[name]["speedup_p50"], ok[name]["speedup_p50"] >= target
-            miss = None if met else f"{target / value:.2f}x short"
-        elif key == "headline_p50_ms":
-            name = min(ok, key=lambda n: ok[n]["latency_ms"]["p50"])
-            value = ok[name]["latency_ms"]["p50"]
-            met, miss = value <= target, (None if value <= target else f"{value - target:.1f} ms over")
-        elif key == "frames_per_s":
-            name = max(ok, key=lambda n: ok[n]["throughput"]["frames_per_s"])
-            value = ok[name]["throughput"]["frames_per_s"]
-            met, miss = value >= target, (None if value >= target else f"{target / value:.2f}x short")
-        elif key == "peak_mem_mb":
-            name = max(ok, key=lambda n: ok[n]["throughput"]["frames_per_s"])
-            value = ok[name]["peak_mem_mb"]
-            met, miss = value <= target, (None if value <= target else f"{value - target:.0f} MB over")
-        else:  # mel_snr_db over reduced-precision variants
-            low = {n: r for n, r in ok.items() if r["precision"] != "fp32"} or ok
-            name = min(low, key=lambda n: low[n]["fidelity"]["mel_snr_db"])
-            value = low[name]["fidelity"]["mel_snr_db"]
-            met, miss = value >= target, (None if value >= target else f"{target - value:.1f} dB short")
-        out[key] = {"target": target, "variant": name, "value": value, "met": bool(met), "missed_by": miss}
-    return out
-
-
-def _plots(out: Path, baseline: dict, results: dict) -> None:
-    ok = _ok_variants(results)
-    line_plot(out / "tts_latency_vs_batch.png",
-              {n: ([r["batch"] for r in v["batch_sweep"]], [r["latency_ms"] for r in v["batch_sweep"]])
-               for n, v in ok.items()},
-              "batch size (50-char headline)", "latency of the batch (ms)", "TTS latency vs batch size")
-    series = {n: ([r["concurrency"] for r in v["concurrency_sweep"]], [r["frames_per_s"] for r in v["concurrency_sweep"]])
-              for n, v in ok.items()}
-    if ok:
-        xs = next(iter(series.values()))[0]
-        series["seed-baseline (sequential)"] = (xs, [baseline["throughput"]["frames_per_s"]] * len(xs))
-    line_plot(out / "tts_throughput_vs_concurrency.png", series, "concurrent clients (closed loop)",
-              "mel frames / s", "TTS throughput vs concurrency")
-
-
-def render_markdown(report: dict) -> str:
-    """The seed's table (Metric | Baseline | Target | Result) for the best variant, then every variant."""
-    b, res = report["baseline"], _ok_variants(report["variants"])
-    dev = report["device"]
-    lines = [f"# TTS benchmark — {dev['name']} ({dev['type']})", "",
-             f"Commit {report['commit'].get('sha') or 'uncommitted'}; torch {report['versions'].get('torch')}; "
-             f"onnxruntime {report['versions'].get('onnxruntime', '–')}. Workload: seed sample texts + 50-char "
-             f"headline; fixed frames = clamp(5·chars, {report['workload']['frame_rule']['min_frames']}, "
-             f"{report['workload']['frame_rule']['max_frames']}) for every variant.", ""]
-    if res:
-        best_name = max(res, key=lambda n: res[n]["speedup_p50"])
-        best = res[best_name]
-        gpu = dev["type"] == "cuda"
-        lines += [f"## Seed table (50-char headline; result = {best_name})", "", "```",
-                  f"{'Metric':<17}| {'Baseline':<11}| {'Target':<17}| Result"]
-        lines.append("-" * 17 + "|" + "-" * 12 + "|" + "-" * 18 + "|" + "-" * 12)
-        tgt_p50 = "<=50 ms" if gpu else f"<={b['latency_ms']['p50'] / 10:.0f} ms (10x)"
-        rows = [
-            ("Avg Latency", f"{b['latency_ms']['avg']:.0f} ms", "<200 ms", f"{best['latency_ms']['avg']:.1f} ms"),
-            ("P50 Latency", f"{b['latency_ms']['p50']:.0f} ms", tgt_p50, f"{best['latency_ms']['p50']:.1f} ms"),
-            ("P95 Latency", f"{b['latency_ms']['p95']:.0f} ms", "<300 ms", f"{best['latency_ms']['p95']:.1f} ms"),
-            ("Throughput", f"{b['throughput']['utt_per_s']:.2f}/sec", ">50/sec",
-             f"{best['throughput']['utt_per_s']:.2f}/sec"),
-            ("Mel frames/s", f"{b['throughput']['frames_per_s']:.0f}", ">=300000" if gpu else "–",
-             f"{best['throughput']['frames_per_s']:.0f}"),
-            ("Memory Usage", f"{b['peak_mem_mb']:.0f} MB", "<2 GB", f"{best['peak_mem_mb']:.0f} MB"),
-            ("GPU Utilization", _pct(b["memory"]["gpu_util_mean_pct"]), ">70%", _pct(best["gpu_utilization_pct"])),
-            ("Mel SNR vs FP32", _db(b["fidelity"]["mel_snr_db"]), ">=30 dB", _db(best["fidelity"]["mel_snr_db"])),
-        ]
-        lines += [f"{m:<17}| {x:<11}| {t:<17}| {r}" for m, x, t, r in rows]
-        lines += ["```", ""]
-    lines += ["## Variants (50-char headline)", ""]
-    header = ["variant", "p50 ms", "p95 ms", "avg ms", "speedup p50", "utt/s", "frames/s", "peak MB", "RTF",
-              "mel SNR dB"]
-    rows = [["seed-baseline", b["latency_ms"]["p50"], b["latency_ms"]["p95"], b["latency_ms"]["avg"], 1.0,
-             b["throughput"]["utt_per_s"], b["throughput"]["frames_per_s"], b["peak_mem_mb"], b["rtf"],
-             b["fidelity"]["mel_snr_db"]]]
-    for n, r in res.items():
-        rows.append([n, r["latency_ms"]["p50"], r["latency_ms"]["p95"], r["latency_ms"]["avg"], r["speedup_p50"],
-                     r["throughput"]["utt_per_s"], r["throughput"]["frames_per_s"], r["peak_mem_mb"], r["rtf"],
-                     r["fidelity"]["mel_snr_db"]])
-    lines += [markdown_table(header, rows), "", "## Latency by category (ms: avg / p50 / p95)", ""]
-    cats = list(report["workload"]["categories"])
-    rows = []
-    for n, lat in [("seed-baseline", b["latency_ms_by_category"])] + [(n, r["latency_ms_by_category"])
-                                                                       for n, r in res.items()]:
-        rows.append([n] + [(f"{lat[c]['avg']:.0f} / {lat[c]['p50']:.0f} / {lat[c]['p95']:.0f}" if c in lat else
-                            "not run") for c in cats])
-    lines += [markdown_table(["variant"] + cats, rows), ""]
-    if report["targets"]:
-        lines += ["## Targets", ""]
-        rows = [[k, t["target"], t["variant"], t["value"], "met" if t["met"] else f"missed ({t['missed_by']})"]
-                for k, t in report["targets"].items()]
-        lines += [markdown_table(["target", "goal", "variant", "value", "status"], rows), ""]
-    skipped = {n: r["skipped"] for n, r in report["variants"].items() if "skipped" in r}
-    if skipped:
-        lines += ["## Skipped variants", ""] + [f"- {n}: {why}" for n, why in skipped.items()] + [""]
-    lines += ["Plots: `tts_latency_vs_batch.png`, `tts_throughput_vs_concurrency.png`.", ""]
-    return "\n".join(lines)
-
-
-def _pct(x):
-    return "n/a (CPU)" if x is None else f"{x:.0f}%"
-
-
-def _db(x):
-    return "–" if x is None else ("identical" if float(x) == float("inf") else f"{float(x):.1f} dB")

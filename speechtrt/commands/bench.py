@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("", "--backend", "-b",
                                     help="Comma list of torch, ort, trt (default: torch,ort on CPU; torch on CUDA)."),
         precision: str = typer.Option("", "--precision", "-p",
-                                      help="Comma list of fp32, fp16, bf16, int8 (default: fp32 on CPU; fp16,bf16,fp32 on CUDA)."),
+                                      help="Comma list of fp32, fp16, bf16, int8 (default: fp32,int8 on CPU; fp16,bf16,fp32 on CUDA)."),
         repeats: int = typer.Option(3, min=1, help="Timed repeats of the headline per variant (other texts: repeats // 3, at least 1)."),
         warmup: int = typer.Option(1, min=0, help="Untimed warm-up syntheses per variant."),
         categories: str = typer.Option("headline,short,medium,long", help="Categories the optimized variants run."),
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         cfg = BenchConfig(
             device=device,
             backends=parse_list(backend or ("torch" if gpu else "torch,ort"), BACKENDS, "--backend", "backend"),
-            precisions=parse_list(precision or ("fp16,bf16,fp32" if gpu else "fp32"), PRECISIONS, "--precision",
+            precisions=parse_list(precision or ("fp16,bf16,fp32" if gpu else "fp32,int8"), PRECISIONS, "--precision",
                                   "precision"),
             repeats=repeats, warmup=warmup,
             categories=parse_list(categories, CATEGORIES, "--categories", "category"),

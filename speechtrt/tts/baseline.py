@@ -62,6 +62,41 @@ class SynthesisResult:
         return self.latency_s / max(len(self.audio) / sample_rate, 1e-12)
 
 
+class HandWrittenKVTTS:
+    """What a user writes by hand once they know about KV caches: the same model, one text at a time, eager torch,
+    the decoder step (:meth:`~speechtrt.models.tts.SimpleTTSModel.decode_step`) fed a cache grown with
+    ``torch.cat`` at every step. No pool, no batching, no graph runtime: the reference point between the seed loop
+    and the optimized paths."""
+
+    def __init__(self, model: SimpleTTSModel, device: str | torch.device = "cpu",
+                 frame_rule: FrameRule = FrameRule()):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.frame_rule = frame_rule
+
+    @torch.no_grad()
+    def synthesize(self, text: str) -> SynthesisResult:
+        start = time.perf_counter()
+        m, c = self.model, self.model.config
+        tokens = torch.tensor(tts_tokens(text, m.vocab_size), device=self.device)[None, :]
+        lengths = torch.tensor([tokens.shape[1]], device=self.device)
+        cross_k, cross_v = m.cross_kv(m.encode(tokens, lengths))
+        k = torch.zeros(c.num_layers, 1, c.num_heads, 1, c.head_dim, device=self.device)  # one masked row
+        v = torch.zeros_like(k)
+        frame, frames = torch.zeros(1, c.mel_dim, device=self.device), []
+        for t in range(self.frame_rule.frames_for_text(len(text))):
+            frame, _stop, nk, nv = m.decode_step(frame, torch.tensor([t], device=self.device), k, v, cross_k,
+                                                 cross_v, lengths)
+            k, v = (nk, nv) if t == 0 else (torch.cat([k, nk], dim=3), torch.cat([v, nv], dim=3))
+            frames.append(frame)
+        mel = torch.stack(frames, dim=1)
+        audio = m.vocoder_inference(mel)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return SynthesisResult(audio[0].cpu().numpy(), mel[0].cpu().numpy(), time.perf_counter() - start,
+                               mel.shape[1])
+
+
 class SeedBaselineTTS:
     """Per-request FP32 eager synthesis, exactly one text at a time (the seed's ``BaselineTTSInference``)."""
 

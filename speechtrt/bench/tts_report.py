@@ -1,0 +1,201 @@
+"""What ``speechtrt bench`` writes: targets met or missed (and by how much), the Markdown report, the plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from speechtrt.bench.tts_bench import TARGETS
+from speechtrt.reporting import markdown_table
+from speechtrt.reporting.plots import line_plot
+
+
+def ok_variants(results: dict) -> dict:
+    return {k: v for k, v in results.items() if "skipped" not in v}
+
+
+def _service_variants(results: dict) -> dict:
+    """Variants that serve through the in-flight service (the hand-written loop has no sweeps)."""
+    return {k: v for k, v in ok_variants(results).items() if v.get("batch_sweep")}
+
+
+def _best(ok: dict, key, largest: bool = True) -> tuple[str, float]:
+    name = (max if largest else min)(ok, key=key)
+    return name, key(name)
+
+
+def targets(device: str, baseline: dict, results: dict) -> dict:
+    """Each target: the best variant's value, met or missed and by how much."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    ok, served = ok_variants(results), _service_variants(results)
+    if not ok:
+        return {}
+    out = {}
+    for key, target in TARGETS[kind].items():
+        if key == "headline_speedup_p50":
+            name, value = _best(ok, lambda n: ok[n]["speedup_p50"])
+            met, miss = value >= target, f"{target / value:.2f}x short"
+        elif key == "headline_p50_ms":
+            name, value = _best(ok, lambda n: ok[n]["latency_ms"]["p50"], largest=False)
+            met, miss = value <= target, f"{value - target:.1f} ms over"
+        elif key == "frames_per_s":
+            name, value = _best(ok, lambda n: ok[n]["throughput"]["frames_per_s"])
+            met, miss = value >= target, f"{target / value:.2f}x short"
+        elif key == "peak_mem_mb":
+            name, _ = _best(ok, lambda n: ok[n]["throughput"]["frames_per_s"])
+            value = ok[name]["peak_mem_mb"]
+            met, miss = value <= target, f"{value - target:.0f} MB over"
+        elif key == "step_ratio_to_floor":  # the fastest variant's step against its own precision's floor
+            floored = {n: r for n, r in ok.items() if r.get("floor", {}).get("ratio_to_floor")}
+            if not floored:
+                continue
+            name, _ = _best(floored, lambda n: floored[n]["floor"]["measured_ms_per_step"], largest=False)
+            value = floored[name]["floor"]["ratio_to_floor"]
+            met, miss = value <= target, f"{value / target:.2f}x over the {target}x bound"
+        elif key == "batch32_scaling":
+            scaled = {n: r for n, r in served.items() if "32" in r.get("batch_scaling", {})}
+            if not scaled:
+                continue
+            name, value = _best(scaled, lambda n: scaled[n]["batch_sweep"][-1]["frames_per_s"]
+                                if scaled[n]["batch_sweep"] else 0.0)
+            value = scaled[name]["batch_scaling"]["32"]
+            met, miss = value >= target, f"{target / value:.2f}x short"
+        else:  # mel_snr_db of the reduced-precision variants (the worst of them)
+            low = {n: r for n, r in ok.items() if r["precision"] != "fp32"} or ok
+            name, value = _best(low, lambda n: float(low[n]["fidelity"]["mel_snr_db"]), largest=False)
+            met, miss = value >= target, f"{target - value:.1f} dB short"
+        out[key] = {"target": target, "variant": name, "value": value, "met": bool(met),
+                    "missed_by": None if met else miss}
+    return out
+
+
+def write_plots(out: Path, baseline: dict, results: dict) -> None:
+    served = _service_variants(results)
+    line_plot(out / "tts_latency_vs_batch.png",
+              {n: ([r["batch"] for r in v["batch_sweep"]], [r["latency_ms"] for r in v["batch_sweep"]])
+               for n, v in served.items()},
+              "batch size (50-char headline)", "latency of the batch (ms)", "TTS latency vs batch size")
+    line_plot(out / "tts_frames_vs_batch.png",
+              {n: ([r["batch"] for r in v["batch_sweep"]], [r["frames_per_s"] for r in v["batch_sweep"]])
+               for n, v in served.items()},
+              "requests decoded together (in-flight batch)", "mel frames / s", "TTS throughput vs batch size")
+    series = {n: ([r["concurrency"] for r in v["concurrency_sweep"]],
+                  [r["frames_per_s"] for r in v["concurrency_sweep"]]) for n, v in served.items()}
+    if series:
+        xs = next(iter(series.values()))[0]
+        series["seed-baseline (sequential)"] = (xs, [baseline["throughput"]["frames_per_s"]] * len(xs))
+    line_plot(out / "tts_throughput_vs_concurrency.png", series, "concurrent clients (closed loop)",
+              "mel frames / s", "TTS throughput vs concurrency")
+
+
+def render_markdown(report: dict) -> str:
+    """The seed's table (Metric | Baseline | Target | Result) for the best variant, then every section."""
+    b, res, dev = report["baseline"], ok_variants(report["variants"]), report["device"]
+    commit = report["commit"].get("sha") or "uncommitted"
+    lines = [f"# TTS benchmark — {dev['name']} ({dev['type']})", "",
+             f"Commit {commit[:12]}{'-dirty' if report['commit'].get('dirty') else ''}; torch "
+             f"{report['versions'].get('torch')}; onnxruntime {report['versions'].get('onnxruntime', '–')}; "
+             f"{dev.get('torch_threads')} thread(s). Memory bandwidth measured in this run: "
+             f"{report.get('memory_bandwidth_gb_s', '–')} GB/s (one thread, streaming read). Workload: seed sample "
+             f"texts + 50-char headline; fixed frames = clamp(5·chars, {report['workload']['frame_rule']['min_frames']}"
+             f", {report['workload']['frame_rule']['max_frames']}) for every variant.", ""]
+    if res:
+        lines += _seed_table(b, res, dev["type"] == "cuda")
+    lines += ["## Variants (50-char headline)", ""]
+    header = ["variant", "p50 ms", "p95 ms", "speedup p50", "utt/s", "frames/s", "peak MB", "RTF", "mel SNR dB",
+              "note"]
+    rows = [["seed-baseline", b["latency_ms"]["p50"], b["latency_ms"]["p95"], 1.0, b["throughput"]["utt_per_s"],
+             b["throughput"]["frames_per_s"], b["peak_mem_mb"], b["rtf"], _db(b["fidelity"]["mel_snr_db"]),
+             b["note"]]]
+    for n, r in res.items():
+        rows.append([n, r["latency_ms"]["p50"], r["latency_ms"]["p95"], r["speedup_p50"],
+                     r["throughput"]["utt_per_s"], r["throughput"]["frames_per_s"], r["peak_mem_mb"], r["rtf"],
+                     _db(r["fidelity"].get("mel_snr_db")), r.get("slower_than_fp32") or r.get("note", "")])
+    lines += [markdown_table(header, rows), ""]
+    lines += _floor_section(report, res) + _forms_section(report) + _scaling_section(res)
+    lines += ["## Latency by category (ms: avg / p50 / p95)", ""]
+    cats = list(report["workload"]["categories"])
+    rows = [[n] + [(f"{lat[c]['avg']:.0f} / {lat[c]['p50']:.0f} / {lat[c]['p95']:.0f}" if c in lat else "not run")
+                   for c in cats]
+            for n, lat in [("seed-baseline", b["latency_ms_by_category"])]
+            + [(n, r["latency_ms_by_category"]) for n, r in res.items()]]
+    lines += [markdown_table(["variant"] + cats, rows), ""]
+    if report.get("recommended_precision"):
+        lines += ["## Default precision per backend (measured)", ""]
+        lines += [f"- {k}: **{v['precision']}** ({v['step_ms']:.2f} ms/step; {v['rule']})"
+                  for k, v in report["recommended_precision"].items()] + [""]
+    if report["targets"]:
+        lines += ["## Targets", ""]
+        rows = [[k, t["target"], t["variant"], t["value"], "met" if t["met"] else f"missed ({t['missed_by']})"]
+                for k, t in report["targets"].items()]
+        lines += [markdown_table(["target", "goal", "variant", "value", "status"], rows), ""]
+    skipped = {n: r["skipped"] for n, r in report["variants"].items() if "skipped" in r}
+    if skipped:
+        lines += ["## Skipped variants", ""] + [f"- {n}: {why}" for n, why in skipped.items()] + [""]
+    lines += ["Plots: `tts_latency_vs_batch.png`, `tts_frames_vs_batch.png`, `tts_throughput_vs_concurrency.png`.", ""]
+    return "\n".join(lines)
+
+
+def _seed_table(b: dict, res: dict, gpu: bool) -> list[str]:
+    best_name = max(res, key=lambda n: res[n]["speedup_p50"])
+    best = res[best_name]
+    lines = [f"## Seed table (50-char headline; result = {best_name})", "", "```",
+             f"{'Metric':<17}| {'Baseline':<11}| {'Target':<17}| Result",
+             "-" * 17 + "|" + "-" * 12 + "|" + "-" * 18 + "|" + "-" * 12]
+    tgt_p50 = "<=50 ms" if gpu else f"<={b['latency_ms']['p50'] / 50:.0f} ms (50x)"
+    rows = [
+        ("Avg Latency", f"{b['latency_ms']['avg']:.0f} ms", "<200 ms", f"{best['latency_ms']['avg']:.1f} ms"),
+        ("P50 Latency", f"{b['latency_ms']['p50']:.0f} ms", tgt_p50, f"{best['latency_ms']['p50']:.1f} ms"),
+        ("P95 Latency", f"{b['latency_ms']['p95']:.0f} ms", "<300 ms", f"{best['latency_ms']['p95']:.1f} ms"),
+        ("Throughput", f"{b['throughput']['utt_per_s']:.2f}/sec", ">50/sec", f"{best['throughput']['utt_per_s']:.2f}/sec"),
+        ("Mel frames/s", f"{b['throughput']['frames_per_s']:.0f}", ">=300000" if gpu else "–",
+         f"{best['throughput']['frames_per_s']:.0f}"),
+        ("Memory Usage", f"{b['peak_mem_mb']:.0f} MB", "<2 GB", f"{best['peak_mem_mb']:.0f} MB"),
+        ("GPU Utilization", _pct(b["memory"]["gpu_util_mean_pct"]), ">70%", _pct(best.get("gpu_utilization_pct"))),
+        ("Mel SNR vs FP32", _db(b["fidelity"]["mel_snr_db"]), ">=30 dB", _db(best["fidelity"].get("mel_snr_db"))),
+    ]
+    return lines + [f"{m:<17}| {x:<11}| {t:<17}| {r}" for m, x, t, r in rows] + ["```", ""]
+
+
+def _floor_section(report: dict, res: dict) -> list[str]:
+    rows = [[n, r["precision"], r["floor"]["weight_bytes"] / 1e6, r["floor"]["kv_bytes_per_step"] / 1e6,
+             r["floor"]["floor_ms_per_step"], r["floor"]["measured_ms_per_step"], r["floor"]["ratio_to_floor"]]
+            for n, r in res.items() if "floor" in r]
+    if not rows:
+        return []
+    at = next(r["floor"]["at"] for r in res.values() if "floor" in r)
+    return ["## Decoder step against its memory floor", "",
+            f"One step at batch {at['batch']}, past {at['past']} frames, text {at['text']} tokens, on each variant's "
+            f"own runner; floor = (weights + K/V read per step) / {report.get('memory_bandwidth_gb_s')} GB/s.", "",
+            markdown_table(["variant", "precision", "weights MB", "K/V MB", "floor ms", "step ms", "× floor"], rows),
+            ""]
+
+
+def _forms_section(report: dict) -> list[str]:
+    forms = report.get("graph_forms") or {}
+    if not forms:
+        return []
+    rows = [[n, f.get("measured_ms_per_step"), f.get("vs_fp32"), f.get("floor_ms_per_step"),
+             f.get("ratio_to_floor"), f.get("skipped") or f["label"]] for n, f in forms.items()]
+    return ["## Graph forms of the decoder step on ONNX Runtime (CPU)", "",
+            "Every form `speechtrt calibrate` can make, timed at the same point. Forms slower than FP32 here are the "
+            "TensorRT forms: they are what `speechtrt build` compiles, not CPU optimizations.", "",
+            markdown_table(["form", "step ms", "× FP32", "floor ms", "× floor", "what it is"], rows), ""]
+
+
+def _scaling_section(res: dict) -> list[str]:
+    served = {n: r for n, r in res.items() if r.get("batch_sweep")}
+    if not served:
+        return []
+    batches = [r["batch"] for r in next(iter(served.values()))["batch_sweep"]]
+    rows = [[n] + [f"{x['frames_per_s']:.0f} ({r['batch_scaling'].get(str(x['batch']), 0):.2f}×)"
+                   for x in r["batch_sweep"]] for n, r in served.items()]
+    return ["## In-flight batching: frames/s (× batch 1)", "",
+            markdown_table(["variant"] + [f"batch {b}" for b in batches], rows), ""]
+
+
+def _pct(x):
+    return "n/a (CPU)" if x is None else f"{x:.0f}%"
+
+
+def _db(x):
+    return "–" if x is None else ("identical" if float(x) == float("inf") else f"{float(x):.1f} dB")
