@@ -97,9 +97,9 @@ def test_gpu_configs_agree_with_the_plans_manifests(gpu_repository):
             for d, lo, hi in zip(dims, p["min"], p["max"]):
                 assert d == -1 and lo <= hi or lo == d == hi, (m.name, name, dims, p)
             if name in states:
-                init = ([1] if batched else []) + list(states[name].initial_state.dims)
+                init = ([1] if batched else []) + list(states[name].initial_state[0].dims)
                 assert all(lo <= d <= hi for d, lo, hi in zip(init, p["min"], p["max"])), (m.name, name, init)
-                assert states[name].initial_state.zero_data
+                assert states[name].initial_state[0].zero_data
         if batched:
             assert all(p["min"][0] <= 1 and parsed.max_batch_size <= p["max"][0] for p in profile.values())
             assert parsed.HasField("dynamic_batching")
