@@ -115,6 +115,8 @@ class TritonClient:
             return self.client.infer(model, inputs, outputs=requested, client_timeout=self.timeout_s, **kwargs)
         except InferenceServerException as exc:
             raise TritonRequestError(f"{model}: {exc.message() or exc}") from exc
+        except OSError as exc:  # HTTP: refused, reset (gRPC reports these as InferenceServerException)
+            raise TritonRequestError(f"{model}: cannot reach the server ({exc})") from exc
 
     def asr_batch(self, features: np.ndarray, lengths: np.ndarray, model: str = "asr_small") -> AsrBatchResult:
         """Offline ASR of a padded batch ``features [B, T, 80]`` with ``lengths [B]``."""

@@ -31,6 +31,8 @@ class ModelContext:
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
         kind = args.get("model_instance_kind", "CPU")
         device = f"cuda:{args.get('model_instance_device_id', 0)}" if kind == "GPU" else "cpu"
+        if device == "cpu":  # torch's own ops (stacking, the KV pool) on as many threads as ONNX Runtime gets
+            torch.set_num_threads(int(params.get("threads", "1")))
         return cls(config["name"], config, params, version_dir, device)
 
     def param(self, key: str, default: str | None = None) -> str:
