@@ -1,11 +1,11 @@
 # Set-up and the two entry points of the README. Everything installs into .venv (CPU torch pinned: an unpinned
-# torch pulls a multi-GB CUDA build).
+# torch pulls a multi-GB CUDA build), except the Triton server side (see triton-setup).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup triton-setup demo test test-fast clean
 
 $(BIN)/.installed: pyproject.toml
 	@{ command -v espeak-ng >/dev/null && dpkg -s fortunes >/dev/null 2>&1; } || \
@@ -17,7 +17,25 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-setup: $(BIN)/.installed
+# The Triton server side lives in its own virtualenv: nvidia-pytriton (which bundles a real tritonserver with the
+# Python backend) pins numpy<2, and the main environment runs numpy 2. The server's Python-backend models import
+# speechtrt from this checkout (editable, --no-deps) and need only what its runtime imports: CPU torch, ONNX Runtime.
+# Clients (tritonclient) run in the main environment.
+TRITON_VENV := .venv-triton
+TRITON_BIN := $(TRITON_VENV)/bin
+PYTRITON := nvidia-pytriton==0.7.0
+
+$(TRITON_BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(TRITON_VENV)
+	$(TRITON_BIN)/pip install -q --upgrade pip
+	$(TRITON_BIN)/pip install -q $(TORCH) $(PYTRITON) 'numpy<2' onnxruntime
+	$(TRITON_BIN)/pip install -q --no-deps -e .
+	$(TRITON_BIN)/python -c "import speechtrt.triton.models, pytriton, onnxruntime, torch"
+	@touch $@
+
+triton-setup: $(TRITON_BIN)/.installed
+
+setup: $(BIN)/.installed $(TRITON_BIN)/.installed
 
 # The whole product on the CPU: export with parity, calibrate + quantize (fidelity report), build every engine
 # ahead of time for sm86 with TensorRT-RTX, benchmark TTS against the seed baseline, evaluate ASR across accents,
@@ -38,4 +56,4 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) $(TRITON_VENV) out

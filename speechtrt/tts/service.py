@@ -40,7 +40,7 @@ from speechtrt.export.components import component
 from speechtrt.models.text import tokenizer_of
 from speechtrt.runtime.kv_pool import KVCachePool, PoolShape, slots_for_budget
 from speechtrt.runtime.open import Artifacts, open_runner
-from speechtrt.runtime.runner import TORCH_DTYPES, RunnerDecoderStep
+from speechtrt.runtime.runner import TORCH_DTYPES, Runner, RunnerDecoderStep
 from speechtrt.runtime.scheduler import DecodeRequest, Scheduler, SchedulerConfig
 from speechtrt.vocab import check_backend, check_precision
 
@@ -141,7 +141,10 @@ def split_text(text: str, max_chars: int) -> list[str]:
 class TTSService:
     """In-flight TTS over one backend. Not thread-safe for stepping; ``submit`` and ``cancel`` may come from others."""
 
-    def __init__(self, model, config: ServiceConfig = ServiceConfig()):
+    def __init__(self, model, config: ServiceConfig = ServiceConfig(), *, encoder: Runner | None = None,
+                 vocoder: Runner | None = None):
+        """``encoder`` / ``vocoder``: runners to use instead of opening them on ``config.backend`` (a serving layer
+        that reaches those graphs elsewhere, e.g. Triton's BLS calls to its own encoder and vocoder models)."""
         check_backend(config.backend)
         check_precision(config.precision, config.backend)
         if config.long_text not in ("split", "refuse"):
@@ -154,7 +157,7 @@ class TTSService:
         max_text = min(config.max_text, self.model_config.max_text_len)
         max_frames = min(config.max_frames, self.model_config.max_frames)
         self.tokenizer = tokenizer_of(model)
-        self.encoder, self.decoder, self.vocoder, kv_dtype = _open_runners(model, config)
+        self.encoder, self.decoder, self.vocoder, kv_dtype = _open_runners(model, config, encoder, vocoder)
         slots = config.max_slots or slots_for_budget(self.model_config, int(config.kv_budget_mb * 2**20),
                                                      max_frames, max_text, kv_dtype)
         self.pool = KVCachePool(PoolShape.for_model(self.model_config, slots, max_frames, max_text), kv_dtype,
@@ -386,8 +389,9 @@ class TTSService:
             handle.future.set_result(result)
 
 
-def _open_runners(model, config: ServiceConfig):
-    """Encoder, decoder step and vocoder of ``model`` on the configured backend, and the KV pool's dtype."""
+def _open_runners(model, config: ServiceConfig, encoder: Runner | None = None, vocoder: Runner | None = None):
+    """Encoder, decoder step and vocoder of ``model`` on the configured backend (those not given), and the KV pool's
+    dtype."""
     artifacts = Artifacts(onnx_dir=Path(config.onnx_dir), engine_dir=Path(config.engine_dir), model=model,
                           model_name=getattr(model, "name", None))
     comps = {n: component(n, model.config) for n in ("tts_encoder", "tts_decoder_step", "tts_vocoder")}
@@ -396,7 +400,8 @@ def _open_runners(model, config: ServiceConfig):
         return open_runner(comps[name], config.backend, config.precision, config.device, artifacts,
                            threads=config.threads)
 
-    encoder, vocoder = open_("tts_encoder"), open_("tts_vocoder")
+    encoder = encoder if encoder is not None else open_("tts_encoder")
+    vocoder = vocoder if vocoder is not None else open_("tts_vocoder")
     if config.backend == "torch" and torch.device(config.device).type == "cuda" and config.cuda_graphs:
         # the step is captured on the pool as CUDA graphs (see TTSService.__init__), not run as a runner
         return encoder, None, vocoder, TORCH_DTYPES[config.precision]
