@@ -29,11 +29,12 @@ app = typer.Typer(
 )
 
 # Command modules, in the order of the pipeline. Each defines ``register(app)``.
-COMMAND_MODULES = ("export", "data", "calibrate", "build", "bench", "profile", "train", "eval", "stream", "triton")
+COMMAND_MODULES = ("export", "data", "calibrate", "build", "bench", "profile", "train", "eval", "stream", "triton",
+                   "gpu-report")
 
 for _name in COMMAND_MODULES:
     try:
-        _mod = importlib.import_module(f"speechtrt.commands.{_name}")
+        _mod = importlib.import_module(f"speechtrt.commands.{_name.replace('-', '_')}")
     except ModuleNotFoundError as exc:  # a command module not written yet
         if exc.name != f"speechtrt.commands.{_name}":
             raise
