@@ -62,12 +62,22 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # click's usage errors (bad flag, bad value) print their own message
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, _usage_errors()):
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def _usage_errors() -> tuple[type, ...]:
+    """Click's exception classes: the installed click's and the copy recent Typer versions vendor (a non-integer
+    value raises the latter)."""
+    import click
+
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+    except ImportError:
+        return (click.ClickException,)
+    return click.ClickException, TyperClickException
 
 
 if __name__ == "__main__":

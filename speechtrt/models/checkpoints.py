@@ -8,6 +8,7 @@ checkpoint is self-describing and a mismatch is reported, not silently reshaped.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 
 import torch
@@ -55,8 +56,12 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
         raise InputError(f"checkpoint {path} does not exist: pass the path of a file written by speechtrt")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # Python objects a weights-only load refuses (never loaded: unsafe)
+        raise InputError(f"checkpoint {path} holds Python objects, not only tensors: it is not a {FORMAT} file; "
+                         "save one with speechtrt.models.save_checkpoint") from exc
     except Exception as exc:  # truncated file, not a torch file, ...
-        raise InputError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: {exc}); re-create it") from exc
+        raise InputError(f"checkpoint {path} cannot be read ({exc.__class__.__name__}: {_one_line(exc)}); "
+                         "re-create it") from exc
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise InputError(f"checkpoint {path} is not a {FORMAT} file; save it with speechtrt.models.save_checkpoint")
     if blob["kind"] == "tts":
@@ -67,5 +72,10 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:
-        raise InputError(f"checkpoint {path} does not fit its own config: {exc}") from exc
+        raise InputError(f"checkpoint {path} does not fit its own config: {_one_line(exc)}") from exc
     return model.eval(), blob.get("meta", {})
+
+
+def _one_line(exc: Exception, limit: int = 200) -> str:
+    """An exception's message on one line (torch's load errors span many), at most ``limit`` characters."""
+    return " ".join(str(exc).split())[:limit]
