@@ -119,8 +119,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
     ) -> None:
         """Evaluate ASR models across dialects: WER/CER with intervals, significance, speed, precision impact."""
-        from speechtrt.asr.eval import EvalConfig, check_config, evaluate
-        from speechtrt.asr.eval.evaluate import check_checkpoints
+        from speechtrt.asr.eval.config import EvalConfig, check_config
         from speechtrt.files import check_writable
         from speechtrt.vocab import BACKENDS, PRECISIONS, parse_list
 
@@ -134,9 +133,11 @@ def register(app: typer.Typer) -> None:
             tune_on=str(tune_on) if tune_on else None, calib_manifest=str(calib_manifest) if calib_manifest else None,
             batch_frames=batch_frames, n_boot=n_boot, seed=seed, out_dir=str(out), seed_loop=seed_loop,
             threads=threads, trim_classifier=trim_classifier))
-        check_writable(out, "--out")
         _check_files(manifest, quick, tune_on, calib_manifest, cfg.checkpoints)
+        from speechtrt.asr.eval.evaluation import check_checkpoints, evaluate
+
         check_checkpoints(cfg.checkpoints)
+        check_writable(out, "--out")
         cfg = _synthesize_sets(cfg, quick, seed, console)
         report = evaluate(cfg, log=lambda m: console.print(m, highlight=False, markup=False))
         _print_summary(console, report, out)

@@ -56,7 +56,10 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
         raise InputError(f"checkpoint {path} does not exist: pass the path of a file written by speechtrt")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # Python objects a weights-only load refuses (never loaded: unsafe)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # not a pickle torch can read at all
+            raise InputError(f"checkpoint {path} cannot be read (not a PyTorch checkpoint file); re-create it") from exc
+        # Python objects a weights-only load refuses: never loaded (unpickling them could run any code)
         raise InputError(f"checkpoint {path} holds Python objects, not only tensors: it is not a {FORMAT} file; "
                          "save one with speechtrt.models.save_checkpoint") from exc
     except Exception as exc:  # truncated file, not a torch file, ...

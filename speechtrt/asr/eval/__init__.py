@@ -1,9 +1,9 @@
 """Batched ASR evaluation: checkpoints × backends × precisions on a manifest, scored per dialect with honest
 statistics, timed after warm-up, written as JSON + Markdown + PNG.
 
-Flow: read the manifest and load every usable utterance once (:mod:`.inputs`; bad inputs are counted, listed and
-skipped or repaired, never fatal) → 80-bin log-mel with the shared front end → for each variant (:mod:`.variants`:
-the artifact made by :func:`speechtrt.pipeline.ensure_artifact`, the runner opened by
+Flow (:mod:`.evaluation`): read the manifest and load every usable utterance once (:mod:`.inputs`; bad inputs are
+counted, listed and skipped or repaired, never fatal) → 80-bin log-mel with the shared front end → for each variant
+(:mod:`.variants`: the artifact made by :func:`speechtrt.pipeline.ensure_artifact`, the runner opened by
 :func:`speechtrt.runtime.open.open_runner`), length-bucketed padded batches (:mod:`.run`) → greedy CTC, and the
 primary decoder (:mod:`.scoring`): the n-gram beam search of :mod:`speechtrt.asr.lm` (default) or the lexicon pass
 of :mod:`speechtrt.asr.decode` → one alignment per utterance (:mod:`speechtrt.asr.metrics`, jiwer) → corpus WER/CER
@@ -17,18 +17,25 @@ compute / audio, RTFx = audio / compute. The beam search's time is reported on i
 count, so the batched speed-up is measured, not assumed.
 """
 
-from speechtrt.asr.eval.config import DECODERS, EvalConfig, check_config
-from speechtrt.asr.eval.evaluate import evaluate, quick_score, write_outputs
-from speechtrt.asr.eval.inputs import InputProblem, Prepared, auto_batch_frames, length_buckets, pad_batch, prepare_inputs
-from speechtrt.asr.eval.markdown import markdown
-from speechtrt.asr.eval.report import build_report
-from speechtrt.asr.eval.run import VariantRun, run_batched, seed_loop
-from speechtrt.asr.eval.variants import (BackendUnavailable, CTCForward, EvaluatedModel, VariantOptions, make_artifact,
-                                         model_component, open_variant)
+import importlib
 
-__all__ = [
-    "DECODERS", "BackendUnavailable", "CTCForward", "EvalConfig", "EvaluatedModel", "InputProblem", "Prepared",
-    "VariantOptions", "VariantRun", "auto_batch_frames", "build_report", "check_config", "evaluate",
-    "length_buckets", "make_artifact", "markdown", "model_component", "open_variant", "pad_batch", "prepare_inputs",
-    "quick_score", "run_batched", "seed_loop", "write_outputs",
-]
+_EXPORTS = {
+    "config": ("DECODERS", "EvalConfig", "check_config"),
+    "evaluation": ("evaluate", "quick_score", "write_outputs"),
+    "inputs": ("InputProblem", "Prepared", "auto_batch_frames", "length_buckets", "pad_batch", "prepare_inputs"),
+    "report": ("build_report",),
+    "run": ("VariantRun", "run_batched", "seed_loop"),
+    "variants": ("BackendUnavailable", "CTCForward", "EvaluatedModel", "VariantOptions", "make_artifact",
+                 "model_component", "open_variant"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    """Names are imported on first use, so the command checks its flags (``config``) without loading torch."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return value

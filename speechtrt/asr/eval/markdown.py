@@ -26,7 +26,7 @@ def _header(report: dict) -> list[str]:
     return ["# ASR evaluation across dialects", "",
             f"Manifest `{ds['manifest']}`: {ds['evaluated']} utterances evaluated of {ds['rows']} "
             f"({ds['audio_seconds'] / 60:.1f} min audio, {ds['speakers']} speakers, {len(report['per_dialect'])} "
-            f"dialects). Device: {device['summary']}, {device['torch_threads']} thread(s). "
+            f"dialects). Device: {device['summary']}. "
             f"Commit {commit_label(report['commit'])}.", ""]
 
 
@@ -82,7 +82,8 @@ def _errors(models: dict) -> list[str]:
 
 def _significance(sig: dict) -> list[str]:
     lines = ["", "## Significance", "", sig["method"], "", "### Model vs model (paired, same utterances)", "",
-             "| A | B | ΔWER (A−B) | 95 % CI | p (bootstrap) | p (Holm) | p (Wilcoxon) |", "|---|---|---|---|---|---|---|"]
+             "| A | B | ΔWER (A−B) | 95 % CI | p (bootstrap) | p (Holm) | p (Wilcoxon) |",
+             "|---|---|---|---|---|---|---|"]
     for r in sig["model_vs_model"]:
         lines.append(f"| {r['a']} | {r['b']} | {_pct(r['wer_difference'])} | {_interval(r)} | "
                      f"{r['p_bootstrap']:.3g} | {r['p_holm']:.3g} | {_p(r['p_wilcoxon'])} |")
@@ -114,7 +115,8 @@ def _fidelity(report: dict) -> list[str]:
     lines = ["", "## Fidelity against torch FP32 of the same model", ""]
     lines += [f"- {name} classifier: {c['note']}." for name, c in report.get("classifier", {}).items()]
     if fid:
-        lines += ["", "| Variant | max abs Δ log p | mean abs Δ log p | greedy transcripts identical |", "|---|---|---|---|"]
+        lines += ["", "| Variant | max abs Δ log p | mean abs Δ log p | greedy transcripts identical |",
+                  "|---|---|---|---|"]
         lines += [f"| {name} | {f['max_abs_logprob_diff']:.2g} | {f['mean_abs_logprob_diff']:.2g} | "
                   f"{100 * f['greedy_identical']:.0f} % |" for name, f in fid.items()]
         lines += ["", "Δ log p over the columns the decoders read (blank + alphabet), every frame of every utterance."]
@@ -147,7 +149,8 @@ def _speed(sp: dict | None) -> list[str]:
     fv = sp.get("fastest_variant")
     if fv:
         lines += ["", f"Fastest batched variant of {sp['model']}: `{fv['variant']}`, {fv['batched_seconds']:.2f} s → "
-                  f"**{fv['speedup']:.1f}×** the seed loop's compute (end to end **{fv['end_to_end_speedup']:.1f}×**), "
+                  f"**{fv['speedup']:.1f}×** the seed loop's compute (end to end "
+                  f"**{fv['end_to_end_speedup']:.1f}×**), "
                   f"WER {_pct(fv['wer'])} % vs FP32 {_pct(fv['fp32_wer'])} %; greedy transcripts identical to FP32 "
                   f"for {100 * fv['greedy_transcripts_identical_to_fp32']:.0f} % of utterances."]
     return lines

@@ -17,7 +17,8 @@ import torch
 from speechtrt.asr import stats
 from speechtrt.asr.decode import training_lexicon
 from speechtrt.asr.eval.config import EvalConfig, check_config
-from speechtrt.asr.eval.inputs import (InputProblem, Prepared, auto_batch_frames, calibration_batches, largest_batch, load_dev_set,
+from speechtrt.asr.eval.inputs import (InputProblem, Prepared, auto_batch_frames, calibration_batches, largest_batch,
+                                       load_dev_set,
                                        prepare_inputs)
 from speechtrt.asr.eval.markdown import markdown
 from speechtrt.asr.eval.plots import plot
@@ -114,8 +115,8 @@ class EvalRun:
         if not (backend == "torch" and precision == "fp32"):
             run.log_probs = None
         self.variants.append(scored)
-        self.log(f"{name}: WER {corpus_score(scored.errors).wer:.3f} (greedy {corpus_score(scored.greedy_errors).wer:.3f})"
-                 f" RTFx {self.audio_s / run.compute_s:.1f}")
+        wer, greedy = corpus_score(scored.errors).wer, corpus_score(scored.greedy_errors).wer
+        self.log(f"{name}: WER {wer:.3f} (greedy {greedy:.3f}) RTFx {self.audio_s / run.compute_s:.1f}")
         return run
 
     def seed_comparison(self, subject: EvaluatedModel) -> dict | None:
@@ -254,15 +255,21 @@ def _run_checkpoints(run: EvalRun, names: list[str], calib: list[Prepared] | Non
 
 
 def quantization_summary(cfg: EvalConfig, calibration: list[np.ndarray] | None) -> dict:
+    """How each reduced precision was made, in words (``quantization`` in the report)."""
     from speechtrt.quantize.ort_int8 import STATIC_INT8_OPS
 
     source = cfg.calib_manifest or cfg.tune_on
-    ort_int8 = (f"static QDQ ({'/'.join(STATIC_INT8_OPS)}, per-channel INT8 weights, UINT8 activations) calibrated on "
-                f"{len(calibration)} batches of {source}, LSTM weights dynamic INT8" if calibration
-                else "ONNX Runtime dynamic INT8, per-channel weights (no calibration manifest given)")
-    return {"ort_int8": ort_int8, "torch_int8": "torch.ao dynamic INT8 of LSTM and Linear weights",
-            "fp16": ("ModelOpt AutoCast FP16 graph (LSTMs kept FP32), calibrated on the development set; the graph "
-                     "TensorRT builds and ONNX Runtime runs")}
+    out = {"ort_int8": (f"static QDQ ({'/'.join(STATIC_INT8_OPS)}, per-channel INT8 weights, UINT8 activations) "
+                        f"calibrated on {len(calibration)} batches of {source}, LSTM weights dynamic INT8"
+                        if calibration else "ONNX Runtime dynamic INT8, per-channel weights (no calibration manifest "
+                        "given)"),
+           "torch_int8": "torch.ao dynamic INT8 of LSTM and Linear weights"}
+    if "fp16" in cfg.precisions:
+        out["fp16"] = (f"ModelOpt AutoCast FP16 graph (LSTMs kept FP32) calibrated on {source}: the graph TensorRT "
+                       "builds, run by ONNX Runtime where its CPU kernels take it (tried in a child process first); "
+                       "torch FP16 on CUDA only" if calibration else
+                       "ORT/TRT FP16 graphs are calibrated on a development set and none was given")
+    return out
 
 
 def write_outputs(report: dict, out_dir: Path, plots: bool = True) -> None:
