@@ -200,8 +200,8 @@ def evaluate(cfg: EvalConfig, log: Log = print) -> dict:
     never stop the run; a manifest with no usable utterance raises :class:`InputError` (there is nothing to score).
     """
     check_config(cfg)
-    out_dir = check_writable(cfg.out_dir, "--out")
     names = check_checkpoints(cfg.checkpoints)
+    out_dir = check_writable(cfg.out_dir, "--out")
     torch.set_num_threads(cfg.threads)
     prepared, problems, prep_s = _test_set(cfg, log)
     refs = [p.reference for p in prepared]
