@@ -1,4 +1,5 @@
-"""Error counts from one alignment per utterance (jiwer), and every measure built from those counts.
+"""Error counts from jiwer's alignments (one over words, one over characters per utterance), and every measure
+built from those counts.
 
 WER and CER are **corpus** rates: total errors over total reference words (characters), never a mean of
 per-utterance rates (which would weight a two-word sentence like a twenty-word one). Both sides go through
@@ -66,10 +67,12 @@ def _word_alignment(ref: list[str], hyp: list[str]):
 
 
 def char_edit_distance(ref: str, hyp: str) -> int:
-    """Levenshtein distance over characters (unit costs)."""
-    from rapidfuzz.distance import Levenshtein
-
-    return int(Levenshtein.distance(ref, hyp))
+    """Character edits (substitutions + deletions + insertions, unit costs) from jiwer's character alignment;
+    spaces between words count as characters."""
+    if not ref:
+        return len(hyp)
+    out = jiwer.process_characters(ref, hyp)
+    return out.substitutions + out.deletions + out.insertions
 
 
 def score_pair(reference: str, hypothesis: str, normalized: bool = False) -> UtteranceErrors:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -12,10 +13,76 @@ from rich.table import Table
 from speechtrt.errors import InputError
 
 DEFAULT_CHECKPOINTS = ("checkpoints/asr-small.pt", "checkpoints/asr-medium.pt", "checkpoints/asr-stream.pt")
+DEFAULT_MANIFEST = Path("data/asr/test.jsonl")
+QUICK_MANIFEST = Path("data/asr-quick/test.jsonl")
+QUICK_MAX_BOOT = 500
 
 
 def _split(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+
+
+def _check_files(manifest: Optional[Path], quick: bool, tune_on: Optional[Path], calib_manifest: Optional[Path],
+                 checkpoints: tuple[str, ...]) -> None:
+    """Every input file named by a flag exists (a default or --quick manifest is synthesized when missing)."""
+    if manifest is not None and not quick and not manifest.is_file():
+        raise InputError(f"--manifest {manifest} does not exist: make one with `speechtrt data synth --split test` "
+                         "(or use --quick)")
+    for option, path in (("--tune-on", tune_on), ("--calib-manifest", calib_manifest)):
+        if path is not None and not path.is_file():
+            raise InputError(f"{option} {path} does not exist: make one with `speechtrt data synth --split dev "
+                             "--exclude <training manifest>`")
+    missing = [c for c in checkpoints if not Path(c).is_file()]
+    if missing:
+        raise InputError(f"--checkpoints: not found: {', '.join(missing)}; train with `speechtrt train asr` or pass "
+                         "--checkpoints")
+
+
+def _synthesize_sets(cfg, quick: bool, seed: int, console: Console):
+    """Synthesize the test set (and for --quick a small dev set that calibrates INT8) when missing; the config
+    that evaluates them."""
+    from speechtrt.asr.data import SynthConfig, synthesize
+
+    manifest = Path(cfg.manifest)
+    if quick:
+        if not manifest.exists():
+            console.print(f"synthesizing a quick accented test set into {manifest.parent} ...")
+            synthesize(manifest.parent, SynthConfig(split="test", speakers_per_accent=4, sentences_per_speaker=3,
+                                                    seed=seed))
+        dev = manifest.parent / "dev.jsonl"
+        if cfg.calib_manifest is None and cfg.tune_on is None:
+            if not dev.exists():
+                console.print(f"synthesizing a small calibration set (dev split) into {dev.parent} ...")
+                synthesize(dev.parent, SynthConfig(split="dev", speakers_per_accent=1, sentences_per_speaker=5,
+                                                   seed=seed))
+            cfg = replace(cfg, calib_manifest=str(dev))
+        return replace(cfg, n_boot=min(cfg.n_boot, QUICK_MAX_BOOT))
+    if not manifest.exists():
+        console.print(f"{manifest} missing: synthesizing the default accented test set ...")
+        synthesize(manifest.parent, SynthConfig(split="test", seed=seed))
+    return cfg
+
+
+def _print_summary(console: Console, report: dict, out: Path) -> None:
+    def interval(m: dict) -> str:
+        ci = m.get("ci95")
+        return "n/a (1 speaker)" if ci is None else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+    dialects = list(report["per_dialect"])
+    table = Table(title="WER % by dialect (95 % speaker-bootstrap interval)")
+    for col in ["variant", *dialects, "overall", "CER", "RTFx", "p95 ms"]:
+        table.add_column(col, justify="right" if col != "variant" else "left")
+    for name, m in report["models"].items():
+        table.add_row(name, *[f"{100 * report['per_dialect'][d][name]['wer']:.1f}" for d in dialects],
+                      f"{100 * m['wer']:.1f} {interval(m)}", f"{100 * m['cer']:.1f}", f"{m['rtfx']:.1f}",
+                      f"{m['latency_ms']['p95']:.0f}")
+    console.print(table)
+    for s in report["skipped_variants"]:
+        console.print(f"not run: {s['variant']} ({s['reason']})", highlight=False, markup=False)
+    ip = report["input_problems"]
+    console.print(f"input problems: {ip['skipped']} skipped, {ip['repaired']} repaired {ip['counts'] or ''}")
+    console.print(f"wrote {out / 'asr_eval.json'}, {out / 'asr_eval.md'}"
+                  + "".join(f", {out / p}" for p in report.get("plots", [])))
 
 
 def register(app: typer.Typer) -> None:
@@ -34,9 +101,9 @@ def register(app: typer.Typer) -> None:
         beam: int = typer.Option(16, help="Beam width of the lm decoder."),
         tune_on: Optional[Path] = typer.Option(None, help="Development manifest (speechtrt data synth --split dev) "
                                                "on which the lm decoder's weights are grid-searched; it also "
-                                               "calibrates static INT8. Never the test set."),
-        calib_manifest: Optional[Path] = typer.Option(None, help="Manifest whose audio calibrates static INT8 for ORT "
-                                                      "(default: --tune-on; without either, INT8 is dynamic)."),
+                                               "calibrates static INT8 and FP16. Never the test set."),
+        calib_manifest: Optional[Path] = typer.Option(None, help="Manifest whose audio calibrates static INT8 and FP16 "
+                                                      "(default: --tune-on; without either, ORT INT8 is dynamic)."),
         batch_frames: Optional[int] = typer.Option(None, help="Padded feature frames per batch (length-bucketed); "
                                                    "default 2000 on a CPU, 64000 on a GPU."),
         n_boot: int = typer.Option(1000, help="Bootstrap resamples."),
@@ -52,58 +119,26 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
     ) -> None:
         """Evaluate ASR models across dialects: WER/CER with intervals, significance, speed, precision impact."""
-        from speechtrt.asr.data import SynthConfig, synthesize
-        from speechtrt.asr.eval import EvalConfig, evaluate
+        from speechtrt.asr.eval.config import EvalConfig, check_config
+        from speechtrt.files import check_writable
+        from speechtrt.vocab import BACKENDS, PRECISIONS, parse_list
 
         console = Console()
-        if decoder not in ("lm", "lexicon", "greedy"):
-            raise InputError(f"unknown decoder {decoder!r}: choose lm, lexicon or greedy")
-        for option, path in (("--tune-on", tune_on), ("--calib-manifest", calib_manifest)):
-            if path is not None and not path.is_file():
-                raise InputError(f"{option} {path} does not exist: make one with `speechtrt data synth --split dev "
-                                 "--exclude <training manifest>`")
-        if quick:
-            manifest = manifest or Path("data/asr-quick/test.jsonl")
-            if not manifest.exists():
-                console.print(f"synthesizing a quick accented test set into {manifest.parent} ...")
-                synthesize(manifest.parent, SynthConfig(split="test", speakers_per_accent=4, sentences_per_speaker=3,
-                                                        seed=seed))
-            dev = manifest.parent / "dev.jsonl"
-            if calib_manifest is None and tune_on is None:
-                if not dev.exists():
-                    console.print(f"synthesizing a small calibration set (dev split) into {dev.parent} ...")
-                    synthesize(dev.parent, SynthConfig(split="dev", speakers_per_accent=1, sentences_per_speaker=5,
-                                                       seed=seed))
-                calib_manifest = dev
-            n_boot = min(n_boot, 500)
-        else:
-            manifest = manifest or Path("data/asr/test.jsonl")
-            if not manifest.exists():
-                console.print(f"{manifest} missing: synthesizing the default accented test set ...")
-                synthesize(manifest.parent, SynthConfig(split="test", seed=seed))
-        ckpts = _split(checkpoints)
-        missing = [c for c in ckpts if not Path(c).is_file()]
-        if missing:
-            raise InputError(f"checkpoint(s) not found: {', '.join(missing)}; train with `speechtrt train asr` "
-                             "or pass --checkpoints")
-        cfg = EvalConfig(manifest=str(manifest), checkpoints=ckpts, backends=_split(backends),
-                         precisions=_split(precisions), decoder=decoder, lm_order=lm_order, lm_alpha=lm_alpha,
-                         lm_beta=lm_beta, beam=beam, tune_on=str(tune_on) if tune_on else None,
-                         calib_manifest=str(calib_manifest) if calib_manifest else None,
-                         batch_frames=batch_frames, n_boot=n_boot,
-                         seed=seed, out_dir=str(out), seed_loop=seed_loop, threads=threads,
-                         trim_classifier=trim_classifier)
+        default = QUICK_MANIFEST if quick else DEFAULT_MANIFEST
+        cfg = check_config(EvalConfig(
+            manifest=str(manifest or default), checkpoints=_split(checkpoints),
+            backends=parse_list(backends, BACKENDS, "--backends"),
+            precisions=parse_list(precisions.lower(), PRECISIONS, "--precisions"), decoder=decoder,
+            lm_order=lm_order, lm_alpha=lm_alpha, lm_beta=lm_beta, beam=beam,
+            tune_on=str(tune_on) if tune_on else None, calib_manifest=str(calib_manifest) if calib_manifest else None,
+            batch_frames=batch_frames, n_boot=n_boot, seed=seed, out_dir=str(out), seed_loop=seed_loop,
+            threads=threads, trim_classifier=trim_classifier))
+        _check_files(manifest, quick, tune_on, calib_manifest, cfg.checkpoints)
+        from speechtrt.asr.eval.evaluation import check_checkpoints, evaluate
+
+        check_checkpoints(cfg.checkpoints)
+        check_writable(out, "--out")
+        cfg = _synthesize_sets(cfg, quick, seed, console)
         report = evaluate(cfg, log=lambda m: console.print(m, highlight=False, markup=False))
-        dialects = list(report["per_dialect"])
-        table = Table(title="WER % by dialect (95 % speaker-bootstrap interval)")
-        for col in ["variant", *dialects, "overall", "CER", "RTFx", "p95 ms"]:
-            table.add_column(col, justify="right" if col != "variant" else "left")
-        for name, m in report["models"].items():
-            table.add_row(name, *[f"{100 * report['per_dialect'][d][name]['wer']:.1f}" for d in dialects],
-                          f"{100 * m['wer']:.1f} [{100 * m['ci95'][0]:.1f}, {100 * m['ci95'][1]:.1f}]",
-                          f"{100 * m['cer']:.1f}", f"{m['rtfx']:.1f}", f"{m['latency_ms']['p95']:.0f}")
-        console.print(table)
-        ip = report["input_problems"]
-        console.print(f"input problems: {ip['skipped']} skipped, {ip['repaired']} repaired {ip['counts'] or ''}")
-        console.print(f"wrote {out / 'asr_eval.json'}, {out / 'asr_eval.md'}"
-                      + "".join(f", {out / p}" for p in report.get("plots", [])))
+        _print_summary(console, report, out)
+

@@ -49,11 +49,12 @@ def _load_failure(exc: Exception) -> str:
     """One line saying why ``torch.load`` refused a file (torch's own message spans paragraphs of advice)."""
     text = str(exc)
     if any(k in text for k in ("invalid load key", "failed finding central directory", "Unsupported operand")):
-        return "not a torch file (truncated, or some other format)"
+        return "cannot be read (not a PyTorch checkpoint file: truncated, or some other format)"
     if "Weights only load failed" in text or "weights_only" in text:
-        return "it holds pickled Python objects, not a speechtrt checkpoint (speechtrt loads weights only)"
+        return ("holds Python objects, not only tensors: not a speechtrt checkpoint (its objects are never "
+                "unpickled: that could run any code)")
     first = next((line.strip() for line in text.splitlines() if line.strip()), exc.__class__.__name__)
-    return f"not a readable torch file ({first[:160]})"
+    return f"cannot be read (not a PyTorch checkpoint file: {first[:160]})"
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
@@ -67,8 +68,8 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated file, not a torch file, a pickle of arbitrary objects, ...
-        raise InputError(f"checkpoint {path} cannot be read: {_load_failure(exc)}; pass a checkpoint written by "
-                         "speechtrt (speechtrt train, or speechtrt.models.save_checkpoint)") from None
+        raise InputError(f"checkpoint {path} {_load_failure(exc)}; pass a checkpoint written by speechtrt "
+                         "(speechtrt train, or speechtrt.models.save_checkpoint)") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise InputError(f"checkpoint {path} is not a {FORMAT} file; save it with speechtrt.models.save_checkpoint")
     if blob["kind"] == "tts":

@@ -32,3 +32,16 @@ def test_bad_checkpoints_are_reported(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="not a speechtrt-checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_a_checkpoint_holding_python_objects_is_one_line_without_torchs_advice(tmp_path):
+    from fractions import Fraction
+
+    torch.save({"format": "speechtrt-checkpoint/1", "meta": Fraction(1, 3)}, tmp_path / "objects.pt")
+    with pytest.raises(InputError, match="holds Python objects") as info:
+        load_checkpoint(tmp_path / "objects.pt")
+    assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not a PyTorch checkpoint file") as info:
+        load_checkpoint(tmp_path / "junk.pt")
+    assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
