@@ -84,5 +84,5 @@ def parse_list(text: str, allowed: Iterable[str], flag: str, what: str = "value"
         raise InputError(f"{flag} is empty: give one or more of {', '.join(allowed)} (comma-separated)")
     unknown = [x for x in items if x not in allowed]
     if unknown:
-        raise InputError(f"unknown {what}(s) {','.join(unknown)} ({flag}): choose from {', '.join(allowed)}")
+        raise InputError(f"{flag} {','.join(unknown)}: unknown {what}(s); choose from {', '.join(allowed)}")
     return tuple(dict.fromkeys(items))

@@ -33,15 +33,11 @@ def memory_bandwidth_gbs(size_mb: int = 256, passes: int = 5) -> float:
 def graph_weight_bytes(onnx_path: str | Path) -> int:
     """Bytes of initializers in ``onnx_path`` after ONNX Runtime's optimizer (what a session reads per call)."""
     import onnx
-    import onnxruntime as ort
+
+    from speechtrt.runtime.ort import optimized_graph
 
     with tempfile.TemporaryDirectory(prefix="speechtrt-floor-") as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
-        graph = onnx.load(opts.optimized_model_filepath)
+        graph = onnx.load(str(optimized_graph(onnx_path, Path(tmp) / "optimized.onnx")))
     total = 0
     for init in graph.graph.initializer:
         n = int(np.prod(init.dims)) if init.dims else 1

@@ -49,12 +49,12 @@ def _load_failure(exc: Exception) -> str:
     """One line saying why ``torch.load`` refused a file (torch's own message spans paragraphs of advice)."""
     text = str(exc)
     if any(k in text for k in ("invalid load key", "failed finding central directory", "Unsupported operand")):
-        return "cannot be read (not a PyTorch checkpoint file: truncated, or some other format)"
+        return "cannot be read (not a PyTorch checkpoint file): truncated, or some other format"
     if "Weights only load failed" in text or "weights_only" in text:
         return ("holds Python objects, not only tensors: not a speechtrt checkpoint (its objects are never "
                 "unpickled: that could run any code)")
     first = next((line.strip() for line in text.splitlines() if line.strip()), exc.__class__.__name__)
-    return f"cannot be read (not a PyTorch checkpoint file: {first[:160]})"
+    return f"cannot be read (not a PyTorch checkpoint file): {first[:160]}"
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:

@@ -46,6 +46,18 @@ def ort_session(onnx_path: str | Path, threads: int | None = None, device: torch
     return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
 
 
+def optimized_graph(onnx_path: str | Path, out_path: str | Path) -> Path:
+    """Write the graph as ONNX Runtime's CPU optimizer leaves it (constant folding, fusions) to ``out_path``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(out_path)
+    ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return Path(out_path)
+
+
 def ort_providers(device: torch.device) -> list[str]:
     import onnxruntime as ort
 

@@ -19,7 +19,7 @@ def _invoke(*args):
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "minmax"], "unknown calibration method 'minmax'"),
-    (["--precision", "int4"], "unknown precision(s) int4"),
+    (["--precision", "int4"], "--precision int4: unknown precision(s)"),
     (["--model", "asr-huge"], "unknown model 'asr-huge'"),
     (["--int8-high-precision", "bf16"], "unknown --int8-high-precision 'bf16'"),
     (["--checkpoint", "x.pt"], "--checkpoint belongs to one model"),
