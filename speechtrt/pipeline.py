@@ -93,7 +93,7 @@ def ensure_artifact(component: str | Component, precision: str = "fp32", backend
 
 
 def ensure_graph(component: str | Component, precision: str, form: str, artifacts: Artifacts, *,
-                 calibration: Feeds | None = None, calib_dir: str | Path = "calib_data",
+                 calibration: Feeds | None = None, calib_dir: str | Path = "calib_data", method: str = "entropy",
                  log: Callable[[str], None] = lambda msg: None) -> Path:
     """The ONNX graph of ``component`` at ``precision`` in ``form`` (``ort``: what ONNX Runtime runs best; ``trt``:
     what TensorRT builds from — see :func:`speechtrt.runtime.open.graph_name`), made if missing."""
@@ -119,7 +119,10 @@ def ensure_graph(component: str | Component, precision: str, form: str, artifact
     else:
         from speechtrt.quantize.precision import make_fp16, make_int8
 
-        (make_fp16 if precision == "fp16" else make_int8)(comp, artifacts.onnx_dir, feeds)
+        if precision == "fp16":
+            make_fp16(comp, artifacts.onnx_dir, feeds)
+        else:
+            make_int8(comp, artifacts.onnx_dir, feeds, method)
     return graph
 
 
