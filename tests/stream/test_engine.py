@@ -196,3 +196,54 @@ def test_producer_threads_against_the_scheduler_thread(step, speech):
     for i, audio in enumerate(speech * 2):
         assert finals[f"c{i}"] == offline(step, audio)[2]
     assert engine.pool.free_count == 8 and engine.metrics.streams_finished == 8
+
+
+def test_update_callbacks_results_with_times_and_counts_for_a_server(step, speech):
+    engine = StreamingEngine(step, StreamConfig(max_streams=4, max_batch=4, max_buffer_ms=10_000))
+    updates: dict[str, list] = defaultdict(list)
+    a = engine.open("a", on_update=updates["a"].append)
+    b = engine.open("b", on_update=lambda r: (_ for _ in ()).throw(RuntimeError("client bug")))  # ignored
+    assert engine.counts() == {"live": 2, "ready": 0, "in_flight": 0, "free_slots": 2, "capacity": 4}
+    for sid in (a, b):
+        engine.push(sid, speech[1])
+    assert engine.counts()["ready"] == 2
+    fa, fb = engine.finalize_async(a), engine.finalize_async(b)
+    engine.run_until_idle()
+    final = fa.result(timeout=0)
+    assert fb.result(timeout=0).token_ids == final.token_ids  # the raising callback hurt nobody
+    got = updates["a"]
+    assert got[-1] == final and final.final and final.status == "done"
+    assert all(not r.final for r in got[:-1]) and len(got) >= 2  # partials as the transcript grew, then the final
+    texts = [r.text for r in got]
+    assert all(t2.startswith(t1) and t2 != t1 for t1, t2 in zip(texts[:-2], texts[1:-1]))  # each one grew
+    assert len(final.timestamps_s) == len(final.token_ids) and final.timestamps_s == tuple(sorted(final.timestamps_s))
+    assert final.timestamps_s[-1] <= len(speech[1]) / 16000
+    assert engine.counts()["live"] == 0 and engine.open_streams == 0
+    with pytest.raises(StreamClosedError, match="finalized"):
+        engine.result(a)
+
+
+def test_a_failed_step_fails_its_futures_and_the_engine_goes_on(step, speech, monkeypatch):
+    from speechtrt.stream.engine import StreamFailedError
+
+    engine = StreamingEngine(step, StreamConfig(max_streams=2, max_batch=2))
+    sid = engine.open(on_update=(seen := []).append)
+    engine.push(sid, speech[0][:4000])
+    fut = engine.finalize_async(sid)
+
+    def lost(feeds):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(engine.model, "step", lost)
+    engine.run_until_idle()
+    monkeypatch.undo()
+    with pytest.raises(StreamFailedError, match="'s0' failed: RuntimeError: device lost"):
+        fut.result(timeout=0)
+    assert seen[-1].status == "failed" and engine.metrics.streams_failed == 1 and engine.pool.free_count == 2
+    with pytest.raises(StreamClosedError, match="failed in a batched step"):
+        engine.push(sid, speech[0][:100])
+    other = engine.open()
+    engine.push(other, speech[0])
+    f2 = engine.finalize_async(other)
+    engine.run_until_idle()
+    assert f2.result(timeout=0).token_ids == offline(step, speech[0])[1]

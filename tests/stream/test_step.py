@@ -96,3 +96,16 @@ def test_unknown_backend_precision_device_and_bad_chunk_are_refused():
         StepConfig(device="tpu")
     with pytest.raises(InputError, match="multiple of 4"):
         StreamConfig(chunk_frames=10)
+
+
+def test_nothing_in_the_stream_package_constructs_a_runner():
+    """Runners come from ``open_runner`` only (speechtrt.runtime.open); the streaming package asks for them."""
+    from pathlib import Path
+
+    import speechtrt.stream
+
+    forbidden = ("OrtRunner(", "TrtRunner(", "TorchRunner(", "GraphedRunner(", "InferenceSession(",
+                 "deserialize_cuda_engine", "make_trt_runner")
+    found = [f"{path.name}: {name}" for path in Path(speechtrt.stream.__file__).parent.glob("*.py")
+             for name in forbidden if name in path.read_text()]
+    assert not found, found
