@@ -25,6 +25,48 @@ def _check_flags(values: dict[str, tuple[float, bool, str]]) -> None:
             raise InputError(f"{flag} {value:g}: {must}")
 
 
+def _step_config(backend: str, precision: str | None, fp16: bool, device: str, cuda_graphs: bool, threads: int,
+                 onnx_dir: Path | None, engine_dir: Path):
+    """The step's frozen config from its flags (backend, precision and device checked by the vocabulary)."""
+    from speechtrt.stream.step import StepConfig
+    from speechtrt.vocab import check_backend, check_precision
+
+    check_backend(backend)
+    if fp16 and precision not in (None, "fp16"):
+        raise InputError(f"--fp16 and --precision {precision} disagree; give one of them")
+    precision = check_precision(precision or ("fp16" if fp16 else "fp32"), backend)
+    _check_flags({"--threads": (threads, threads >= 0, "give 0 (library default) or a positive thread count")})
+    return StepConfig(backend=backend, precision=precision, device=device, cuda_graphs=cuda_graphs,
+                      threads=threads or None, onnx_dir=onnx_dir, engine_dir=engine_dir)
+
+
+def _check_paths(manifest: Path | None, checkpoint: Path | None, out: Path, cache_dir: Path) -> None:
+    """Inputs exist and output folders are writable, before any work starts."""
+    from speechtrt.files import check_writable
+
+    if manifest is not None and not manifest.is_file():
+        raise InputError(f"--manifest {manifest} does not exist: pass a JSONL file with one utterance per line "
+                         "(`speechtrt data synth` makes one)")
+    if checkpoint is not None and not checkpoint.is_file():
+        raise InputError(f"--checkpoint {checkpoint} does not exist: pass an asr-stream checkpoint")
+    check_writable(out, "--out")
+    check_writable(cache_dir, "--cache-dir")
+
+
+def _run(cfg) -> None:
+    """The one library call, with a progress bar; then the summary."""
+    from speechtrt.stream.benchmark import run_benchmark
+
+    console = Console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("streams", total=cfg.seconds)
+        result = run_benchmark(cfg, progress=lambda n, t: bar.update(task, description=f"{n} streams", completed=t),
+                               log=console.print)
+    _print_summary(console, result.report, cfg.target)
+    console.print("wrote " + ", ".join(str(p) for p in result.paths))
+
+
 def _print_summary(console: Console, report: dict, target: float) -> None:
     lat = report["latency_ms"]
     table = Table(title=f"speechtrt stream: {report['streams']} streams on {report['device']['summary']}")
@@ -87,15 +129,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve N concurrent real-time streams (real utterances, jitter, irregular chunks, joins and leaves) and
         report chunk latency, batch utilisation, drops, memory and final-vs-offline agreement."""
-        from speechtrt.files import check_writable
-        from speechtrt.stream.benchmark import BenchConfig, run_benchmark
-        from speechtrt.stream.step import StepConfig
-        from speechtrt.vocab import check_backend, check_precision
+        from speechtrt.stream.benchmark import BenchConfig
 
-        check_backend(backend)
-        if fp16 and precision not in (None, "fp16"):
-            raise InputError(f"--fp16 and --precision {precision} disagree; give one of them")
-        precision = check_precision(precision or ("fp16" if fp16 else "fp32"), backend)
+        step = _step_config(backend, precision, fp16, device, cuda_graphs, threads, onnx_dir, engine_dir)
         _check_flags({
             "--chunk-ms": (chunk_ms, chunk_ms % 40 == 0, "the model consumes 4-frame (40 ms) steps; use a multiple "
                                                          "of 40"),
@@ -103,36 +139,16 @@ def register(app: typer.Typer) -> None:
             "--max-buffer-ms": (max_buffer_ms, max_buffer_ms > 0, "a stream must buffer some audio; give a positive "
                                                                   "number of milliseconds (2000 by default)"),
             "--idle-timeout-s": (idle_timeout_s, idle_timeout_s > 0, "give a positive number of seconds"),
-            "--threads": (threads, threads >= 0, "give 0 (library default) or a positive thread count"),
             "--target-p95-ms": (target_p95_ms, target_p95_ms >= 0, "give 0 (the default target) or a positive "
                                                                    "number of milliseconds"),
             "--capacity-max": (capacity_max, not find_capacity or capacity_max >= streams, "the capacity search "
                                                                                           "starts at --streams; "
                                                                                           "give at least that"),
         })
-        if manifest is not None and not manifest.is_file():
-            raise InputError(f"--manifest {manifest} does not exist: pass a JSONL file with one utterance per line "
-                             "(`speechtrt data synth` makes one)")
-        if checkpoint is not None and not checkpoint.is_file():
-            raise InputError(f"--checkpoint {checkpoint} does not exist: pass an asr-stream checkpoint")
-        step = StepConfig(backend=backend, precision=precision, device=device, cuda_graphs=cuda_graphs,
-                          threads=threads or None, onnx_dir=onnx_dir, engine_dir=engine_dir)
-        check_writable(out, "--out")
-        check_writable(cache_dir, "--cache-dir")
+        _check_paths(manifest, checkpoint, out, cache_dir)
         command = "speechtrt " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "speechtrt stream"
-        cfg = BenchConfig(step=step, streams=streams, chunk_ms=chunk_ms, seconds=seconds, max_batch=max_batch,
-                          max_wait_ms=max_wait_ms, max_buffer_ms=max_buffer_ms, idle_timeout_s=idle_timeout_s,
-                          jitter_ms=jitter_ms, seed=seed, manifest=manifest, utterances=utterances,
-                          checkpoint=checkpoint, out=out, cache_dir=cache_dir, find_capacity=find_capacity,
-                          capacity_max=capacity_max, target_p95_ms=target_p95_ms, command=command)
-
-        console = Console()
-        with Progress(TextColumn("{task.description}"), BarColumn(),
-                      TextColumn("{task.completed:.0f}/{task.total:.0f} s"), TimeRemainingColumn(),
-                      console=console, transient=True) as bar:
-            task = bar.add_task("streams", total=seconds)
-            result = run_benchmark(cfg, progress=lambda n, t: bar.update(task, description=f"{n} streams",
-                                                                         completed=t),
-                                   log=console.print)
-        _print_summary(console, result.report, cfg.target)
-        console.print("wrote " + ", ".join(str(p) for p in result.paths))
+        _run(BenchConfig(step=step, streams=streams, chunk_ms=chunk_ms, seconds=seconds, max_batch=max_batch,
+                         max_wait_ms=max_wait_ms, max_buffer_ms=max_buffer_ms, idle_timeout_s=idle_timeout_s,
+                         jitter_ms=jitter_ms, seed=seed, manifest=manifest, utterances=utterances,
+                         checkpoint=checkpoint, out=out, cache_dir=cache_dir, find_capacity=find_capacity,
+                         capacity_max=capacity_max, target_p95_ms=target_p95_ms, command=command))

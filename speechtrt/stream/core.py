@@ -35,6 +35,7 @@ import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Sequence
 
 import numpy as np
@@ -42,7 +43,7 @@ import torch
 
 from speechtrt.errors import CapacityError, InputError
 from speechtrt.models.audio import FEATURES
-from speechtrt.stream.slots import ChunkFeaturizer, StreamSlotPool
+from speechtrt.stream.slots import ChunkFeaturizer, StreamSlotPool, validate_samples
 from speechtrt.stream.step import OUTPUT_SHIFT_S, STATE_BATCH_DIMS, STATE_NAMES, SUBSAMPLING, StepModel
 from speechtrt.stream.table import Stream, StreamStatus, StreamTable
 
@@ -138,31 +139,6 @@ class _Batch:
     ids: np.ndarray | None = None  # argmax ids [B, chunk/4] on the host
     error: Exception | None = None
     seconds: float = 0.0
-
-
-def validate_samples(stream_id: str, samples, sample_rate: int | None, expected_rate: int) -> np.ndarray:
-    """Check one chunk of audio; returns mono float32 samples [N] or raises :class:`InputError` saying what to fix."""
-    if sample_rate is not None and sample_rate != expected_rate:
-        raise InputError(f"stream {stream_id!r}: audio at {sample_rate} Hz, the engine runs at {expected_rate} Hz; "
-                         "resample before pushing (speechtrt.models.audio.resample)")
-    if isinstance(samples, torch.Tensor):
-        samples = samples.detach().cpu().numpy()
-    if not isinstance(samples, np.ndarray):
-        raise InputError(f"stream {stream_id!r}: samples must be a NumPy float32 array, got {type(samples).__name__}")
-    if samples.dtype not in (np.float32, np.float64):
-        raise InputError(f"stream {stream_id!r}: samples have dtype {samples.dtype}; push float32 in [-1, 1] "
-                         "(16-bit PCM: divide by 32768)")
-    if samples.ndim == 2 and samples.shape[1] == 1:
-        samples = samples[:, 0]
-    if samples.ndim != 1:
-        raise InputError(f"stream {stream_id!r}: samples have shape {samples.shape}; push mono audio [N]")
-    if samples.shape[0] == 0:
-        raise InputError(f"stream {stream_id!r}: empty chunk; push at least one sample (finalize() ends a stream)")
-    finite = np.isfinite(samples)
-    if not finite.all():
-        raise InputError(f"stream {stream_id!r}: chunk has {int((~finite).sum())} NaN/Inf samples of "
-                         f"{samples.shape[0]}; nothing was accepted, clean the audio and push again")
-    return np.ascontiguousarray(samples, dtype=np.float32)
 
 
 class StreamCore:
@@ -293,14 +269,7 @@ class StreamCore:
 
     def ready_streams(self, limit: int | None = None) -> list[str]:
         """Streams holding a full chunk (or a finalizing remainder), the longest-waiting first."""
-        if limit is None:
-            return list(self._ready)
-        out = []
-        for sid in self._ready:
-            if len(out) >= limit:
-                break
-            out.append(sid)
-        return out
+        return list(self._ready if limit is None else islice(self._ready, limit))
 
     @property
     def n_ready(self) -> int:

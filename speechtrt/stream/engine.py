@@ -17,8 +17,8 @@ input failing one call — is the core's (:mod:`speechtrt.stream.core`). The eng
   ``timeout``, raises :class:`BackpressureError` saying how much was accepted) — accepted audio is never dropped;
 * a :class:`~concurrent.futures.Future` per finalize, and an optional per-stream ``on_update(StreamResult)``
   callback, called from the scheduler thread (no lock held) when the transcript grows and once at the end (with
-  ``final`` True, or ``status`` ``failed``). An asyncio server passes ``lambda r: loop.call_soon_threadsafe(q.put_nowait,
-  r)``; a callback that raises is logged and ignored.
+  ``final`` True, or ``status`` ``failed``). An asyncio server passes
+  ``lambda r: loop.call_soon_threadsafe(queue.put_nowait, r)``; a callback that raises is logged and ignored.
 
 A finished stream is closed at once (its future holds the result); later calls on its id get "closed (finalized)".
 Tests may drive the engine without the thread through :meth:`run_step` / :meth:`run_until_idle`.
@@ -34,7 +34,8 @@ from typing import Callable
 
 from speechtrt.errors import CapacityError, InputError
 from speechtrt.stream.batching import decide
-from speechtrt.stream.core import StepOutcome, StreamConfig, StreamCore, StreamMetrics, StreamResult, validate_samples
+from speechtrt.stream.core import StepOutcome, StreamConfig, StreamCore, StreamMetrics, StreamResult
+from speechtrt.stream.slots import validate_samples
 from speechtrt.stream.step import StepModel
 from speechtrt.stream.table import (StreamClosedError, StreamFailedError, StreamStatus, StreamTable,
                                     UnknownStreamError)

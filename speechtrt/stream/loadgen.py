@@ -180,41 +180,90 @@ class _Client:
         self.partial = ""
 
 
+class _Players:
+    """Every client's next move, on one time-ordered event queue: join (open a stream), push the next chunk, leave
+    (finalize). Each move returns when the client acts next (None: it waits for no event)."""
+
+    def __init__(self, engine: StreamingEngine, recordings: list[Recording], cfg: LoadConfig, start: float):
+        self.engine, self.recordings, self.cfg = engine, recordings, cfg
+        self.rng = np.random.default_rng(cfg.seed)
+        self.mean_chunk = cfg.chunk_ms / 1000 * FEATURES.sample_rate  # samples
+        self.end = start + cfg.seconds
+        self.clients = [_Client(i) for i in range(cfg.streams)]
+        self.records: list[StreamRecord] = []
+        self.events: list[tuple[float, int, int]] = []  # (due, seq, client)
+        self.seq = 0
+        self.next_utt = int(self.rng.integers(len(recordings)))
+        self.retries = self.refused = self.observations = self.revisions = 0
+        for c in self.clients:
+            self.schedule(c, start + self.rng.uniform(0, cfg.join_spread_s))
+
+    def schedule(self, c: _Client, due: float) -> None:
+        heapq.heappush(self.events, (due, self.seq, c.idx))
+        self.seq += 1
+
+    def chunk_size(self) -> int:
+        spread = self.cfg.chunk_spread
+        return max(1, int(self.mean_chunk * self.rng.uniform(1 - spread, 1 + spread)))
+
+    def due(self, c: _Client) -> float:
+        """When the chunk after ``c.pos`` has been spoken, plus network jitter."""
+        return c.t0 + (c.pos + c.pending) / FEATURES.sample_rate + self.rng.uniform(0, self.cfg.jitter_ms / 1000)
+
+    def join(self, c: _Client, now: float) -> float | None:
+        if now >= self.end:
+            return None
+        try:
+            c.stream_id = self.engine.open()
+        except CapacityError:
+            self.refused += 1
+            return now + 0.05
+        c.utt = self.recordings[self.next_utt % len(self.recordings)]
+        self.next_utt += 1
+        c.pos, c.chunks, c.partial, c.t0 = 0, 0, "", now
+        c.pending = self.chunk_size()
+        return self.due(c)
+
+    def send(self, c: _Client, now: float) -> float | None:
+        n = c.utt.samples.shape[0]
+        if now >= self.end or c.pos >= n:
+            return self.leave(c, now)
+        piece = c.utt.samples[c.pos: c.pos + c.pending]
+        try:
+            self.engine.push(c.stream_id, piece, block=False)
+        except BackpressureError:  # retried with the same samples: audio is never skipped
+            self.retries += 1
+            return now + self.cfg.retry_ms / 1000
+        c.pos += piece.shape[0]
+        c.chunks += 1
+        text = self.engine.partial(c.stream_id)
+        self.observations += 1
+        self.revisions += not text.startswith(c.partial)
+        c.partial = text
+        if c.pos >= n:
+            return self.leave(c, now)
+        c.pending = self.chunk_size()
+        return self.due(c)
+
+    def leave(self, c: _Client, now: float) -> float | None:
+        future = self.engine.finalize_async(c.stream_id)
+        self.records.append(StreamRecord(c.stream_id, c.utt.utt_id, c.pos, c.chunks, future))
+        c.stream_id, c.utt = None, None
+        return now + self.rng.uniform(0, self.cfg.gap_s) if now < self.end else None
+
+
 def run_load(engine: StreamingEngine, utterances: list[Recording], cfg: LoadConfig, progress=None) -> LoadResult:
     """Drive ``cfg.streams`` concurrent clients for ``cfg.seconds`` against a started engine; wait for every final
     transcript. ``progress(elapsed_s)`` is called about every 0.25 s."""
     if not utterances:
         raise InputError("the load generator needs at least one utterance")
-    rng = np.random.default_rng(cfg.seed)
-    sr = FEATURES.sample_rate
-    mean_chunk = cfg.chunk_ms / 1000 * sr
-    clients = [_Client(i) for i in range(cfg.streams)]
-    records: list[StreamRecord] = []
-    events: list[tuple[float, int, int]] = []  # (due, seq, client)
-    seq = 0
     start = time.monotonic()
     cpu0 = time.process_time()
-    end = start + cfg.seconds
-    next_utt = int(rng.integers(len(utterances)))
-    for c in clients:
-        heapq.heappush(events, (start + rng.uniform(0, cfg.join_spread_s), seq, c.idx))
-        seq += 1
-    active, retries, refused, observations, revisions = [], 0, 0, 0, 0
+    players = _Players(engine, utterances, cfg, start)
+    active: list[tuple[float, int]] = []
     next_sample = start
-
-    def chunk_size() -> int:
-        return max(1, int(mean_chunk * rng.uniform(1 - cfg.chunk_spread, 1 + cfg.chunk_spread)))
-
-    def leave(c: _Client, now: float) -> None:
-        records.append(StreamRecord(c.stream_id, c.utt.utt_id, c.pos, c.chunks, engine.finalize_async(c.stream_id)))
-        nonlocal seq
-        c.stream_id, c.utt = None, None
-        if now < end:
-            heapq.heappush(events, (now + rng.uniform(0, cfg.gap_s), seq, c.idx))
-            seq += 1
-
-    while events:
-        due, _, idx = heapq.heappop(events)
+    while players.events:
+        due, _, idx = heapq.heappop(players.events)
         now = time.monotonic()
         if due > now:
             time.sleep(due - now)
@@ -224,56 +273,19 @@ def run_load(engine: StreamingEngine, utterances: list[Recording], cfg: LoadConf
             if progress:
                 progress(min(now - start, cfg.seconds))
             next_sample = now + 0.25
-        c = clients[idx]
-        reschedule = None
-        if c.stream_id is None:  # joining
-            if now >= end:
-                continue
-            try:
-                c.stream_id = engine.open()
-            except CapacityError:
-                refused += 1
-                reschedule = now + 0.05
-            else:
-                c.utt = utterances[next_utt % len(utterances)]
-                next_utt += 1
-                c.pos, c.chunks, c.partial, c.t0 = 0, 0, "", now
-                c.pending = chunk_size()
-                reschedule = c.t0 + c.pending / sr + rng.uniform(0, cfg.jitter_ms / 1000)
-        else:  # streaming
-            if now >= end or c.pos >= c.utt.samples.shape[0]:
-                leave(c, now)
-                continue
-            piece = c.utt.samples[c.pos: c.pos + c.pending]
-            try:
-                engine.push(c.stream_id, piece, block=False)
-            except BackpressureError:
-                retries += 1
-                reschedule = now + cfg.retry_ms / 1000
-            else:
-                c.pos += piece.shape[0]
-                c.chunks += 1
-                text = engine.partial(c.stream_id)
-                observations += 1
-                revisions += not text.startswith(c.partial)
-                c.partial = text
-                if c.pos >= c.utt.samples.shape[0]:
-                    leave(c, now)
-                    continue
-                c.pending = chunk_size()
-                reschedule = c.t0 + (c.pos + c.pending) / sr + rng.uniform(0, cfg.jitter_ms / 1000)
-        if reschedule is not None:
-            heapq.heappush(events, (reschedule, seq, idx))
-            seq += 1
-    unaccepted = sum(1 for c in clients if c.stream_id is not None)  # cannot happen: every client left
-    for r in records:
+        c = players.clients[idx]
+        again = players.join(c, now) if c.stream_id is None else players.send(c, now)
+        if again is not None:
+            players.schedule(c, again)
+    unaccepted = sum(1 for c in players.clients if c.stream_id is not None)  # cannot happen: every client left
+    for r in players.records:
         try:
             r.final = r.future.result(timeout=120)
         except Exception as exc:  # a failed or cancelled stream: its chunks count as dropped below
             r.error = f"{exc.__class__.__name__}: {exc}"
     active.append((time.monotonic() - start, engine.open_streams))
-    return LoadResult(records, active, time.monotonic() - start, time.process_time() - cpu0, unaccepted, retries,
-                      refused, observations, revisions)
+    return LoadResult(players.records, active, time.monotonic() - start, time.process_time() - cpu0, unaccepted,
+                      players.retries, players.refused, players.observations, players.revisions)
 
 
 def check_against_offline(result: LoadResult, utterances: list[Recording], model: StepModel,
