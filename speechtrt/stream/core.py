@@ -235,9 +235,9 @@ class StreamCore:
         """The stream's transcript so far (final once its status is done); greedy CTC never revises it."""
         s = self.table.get(stream_id)
         ctc = s.ctc
-        return StreamResult(s.id, ctc.text, tuple(ctc.tokens), tuple(round(f * OUTPUT_SHIFT_S, 3)
-                                                                      for f in ctc.token_frames),
-                            s.frames_decoded, s.status is StreamStatus.DONE, s.timed_out, s.status.value, s.error)
+        times = tuple(round(f * OUTPUT_SHIFT_S, 3) for f in ctc.token_frames)  # output frame -> seconds
+        return StreamResult(s.id, ctc.text, tuple(ctc.tokens), times, s.frames_decoded,
+                            s.status is StreamStatus.DONE, s.timed_out, s.status.value, s.error)
 
     def partial(self, stream_id: str) -> str:
         """The text so far (cheap: no result record)."""
