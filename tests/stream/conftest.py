@@ -45,3 +45,16 @@ def offline(step, samples: np.ndarray):
     log_probs = step.offline(feats[None])[0]
     tokens = tuple(ctc_greedy(log_probs.argmax(-1).tolist()))
     return log_probs, tokens, asr_decode(tokens)
+
+
+def play_and_finalize(engine, streams: dict[str, np.ndarray], rng, lo: int, hi: int, timeout: float = 60) -> dict:
+    """Push each stream's audio in random pieces of ``lo..hi`` samples into a running engine, finalize every stream
+    and wait: stream id -> final result."""
+    for sid, audio in streams.items():
+        pos = 0
+        while pos < len(audio):
+            n = int(rng.integers(lo, hi))
+            engine.push(sid, audio[pos: pos + n])
+            pos += n
+    futures = {sid: engine.finalize_async(sid) for sid in streams}
+    return {sid: f.result(timeout=timeout) for sid, f in futures.items()}

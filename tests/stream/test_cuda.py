@@ -17,7 +17,7 @@ from speechtrt.models.audio import FEATURES
 from speechtrt.runtime.graphs import GraphedRunner
 from speechtrt.stream.engine import StreamConfig, StreamingEngine
 from speechtrt.stream.step import StepConfig, StepModel
-from tests.stream.conftest import offline
+from tests.stream.conftest import offline, play_and_finalize
 
 pytestmark = pytest.mark.gpu
 if not torch.cuda.is_available():
@@ -37,14 +37,7 @@ def test_cuda_streams_match_offline_on_the_same_backend(speech, fp16, graphs, at
     rng = np.random.default_rng(0)
     with engine:
         ids = {engine.open(): audio for audio in speech * 2}
-        for sid, audio in ids.items():
-            pos = 0
-            while pos < len(audio):
-                n = int(rng.integers(300, 5000))
-                engine.push(sid, audio[pos: pos + n])
-                pos += n
-        futs = {sid: engine.finalize_async(sid) for sid in ids}
-        finals = {sid: f.result(timeout=120) for sid, f in futs.items()}
+        finals = play_and_finalize(engine, ids, rng, 300, 5000, timeout=120)
     for sid, audio in ids.items():
         want = offline(step, audio)[0].float().cpu()
         torch.testing.assert_close(torch.cat(rows[sid]), want, atol=atol, rtol=0)

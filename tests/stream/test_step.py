@@ -11,7 +11,7 @@ from speechtrt.pipeline import model_artifacts
 from speechtrt.stream.engine import StreamConfig, StreamingEngine
 from speechtrt.stream.step import STATE_BATCH_DIMS, StepConfig, StepModel
 from speechtrt.stream.slots import ChunkFeaturizer, StreamSlotPool
-from tests.stream.conftest import offline
+from tests.stream.conftest import offline, play_and_finalize
 
 
 def test_ort_step_streams_equal_its_offline_pass_and_torch(model, step, speech, tmp_path):
@@ -25,14 +25,7 @@ def test_ort_step_streams_equal_its_offline_pass_and_torch(model, step, speech, 
     rng = np.random.default_rng(3)
     with engine:
         ids = {engine.open(): audio for audio in speech}
-        for sid, audio in ids.items():
-            pos = 0
-            while pos < len(audio):
-                n = int(rng.integers(500, 6000))
-                engine.push(sid, audio[pos: pos + n])
-                pos += n
-        finals = {sid: engine.finalize_async(sid) for sid in ids}
-        finals = {sid: f.result(timeout=60) for sid, f in finals.items()}
+        finals = play_and_finalize(engine, ids, rng, 500, 6000)
     for sid, audio in ids.items():
         ort_lp, ort_tokens, _ = offline(ort, audio)
         assert finals[sid].token_ids == ort_tokens
