@@ -131,10 +131,10 @@ class StreamingEngine:
                     f"({self.config.max_buffer_ms:.0f} ms limit); nothing was accepted, push again shortly", 0)
             pos = 0
             while True:
-                got = self.core.append(stream_id, x[pos:], arrival)  # also marks the stream active
-                pos += got
-                if got:
-                    self._cond.notify_all()
+                was_ready = self.core.ready(stream_id)
+                pos += self.core.append(stream_id, x[pos:], arrival)  # also marks the stream active
+                if not was_ready and self.core.ready(stream_id):
+                    self._cond.notify_all()  # a new ready chunk: the scheduler may want to run a batch
                 if pos >= n:
                     return n
                 self.metrics.backpressure_events += 1
