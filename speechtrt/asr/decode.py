@@ -1,4 +1,5 @@
-"""CTC decoding: greedy best path, and a lexicon pass that maps each decoded word onto a known word.
+"""CTC decoding: greedy best path (whole utterances, or chunk by chunk for streams), and a lexicon pass that maps
+each decoded word onto a known word.
 
 Lexicon decoding (documented rule): after the greedy best path, every hypothesis word that is not in the lexicon
 is replaced by the lexicon word with the smallest character edit distance, provided that distance is at most
@@ -16,6 +17,53 @@ import numpy as np
 
 from speechtrt.asr.normalize import normalize_text
 from speechtrt.models.text import BLANK, asr_decode
+
+
+def greedy_path(ids) -> tuple[list[int], list[int]]:
+    """Best path of one utterance with where each token starts: argmax ids [T] -> (token ids, output-frame index of
+    each token). The same rule as :func:`greedy_batch` (repeats collapsed, blanks dropped), keeping positions."""
+    decoder = IncrementalGreedy()
+    decoder.push(ids)
+    return list(decoder.tokens), list(decoder.token_frames)
+
+
+class IncrementalGreedy:
+    """Greedy CTC over a stream of argmax ids that arrive chunk by chunk.
+
+    The collapse rule needs the last id of the previous chunk (a token repeated across a chunk boundary is one
+    token), so that id is carried; nothing already emitted is ever revised, which makes the streamed transcript a
+    prefix of itself at every step and, once the last chunk is pushed, equal to :func:`greedy_path` over the whole
+    utterance. ``token_frames[k]`` is the output frame (counted from the stream's start) at which token ``k`` was
+    emitted: multiply by the model's output frame shift for seconds.
+    """
+
+    __slots__ = ("prev", "frames", "tokens", "token_frames", "chars")
+
+    def __init__(self):
+        self.prev = -1  # last argmax id seen (BLANK included), carried across chunks
+        self.frames = 0  # output frames consumed so far
+        self.tokens: list[int] = []
+        self.token_frames: list[int] = []
+        self.chars: list[str] = []  # asr_decode of each token, so the text so far costs one join
+
+    def push(self, ids) -> int:
+        """Consume one chunk's argmax ids [T'] (any int sequence or array); returns how many tokens it added."""
+        prev, start, added = self.prev, self.frames, 0
+        for j, tok in enumerate(ids.tolist() if hasattr(ids, "tolist") else ids):
+            tok = int(tok)
+            if tok != prev and tok != BLANK:
+                self.tokens.append(tok)
+                self.token_frames.append(start + j)
+                self.chars.append(asr_decode((tok,)))
+                added += 1
+            prev = tok
+            self.frames += 1
+        self.prev = prev
+        return added
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chars)
 
 
 def greedy_batch(log_probs: np.ndarray, lengths: np.ndarray, columns: np.ndarray | None = None) -> list[str]:

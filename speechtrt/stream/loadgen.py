@@ -15,7 +15,6 @@ stream pushed.
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import time
 from concurrent.futures import Future
@@ -24,10 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from speechtrt.asr.data import Utterance, read_manifest, write_manifest
+from speechtrt.asr.decode import greedy_path
 from speechtrt.errors import CapacityError, InputError
 from speechtrt.models.audio import FEATURES, espeak_speech, log_mel, read_wav, resample, write_wav
-from speechtrt.models.text import asr_decode, ctc_greedy
+from speechtrt.models.text import asr_decode
 from speechtrt.stream.engine import BackpressureError, FinalTranscript, StreamingEngine
+from speechtrt.stream.step import StepModel
 
 # The seed's sample texts (short and medium) spoken in several espeak-ng accents.
 DEFAULT_TEXTS = (
@@ -45,9 +47,12 @@ DEFAULT_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-us-nyc", "en-gb-x-rp",
 
 
 @dataclass(frozen=True)
-class Utterance:
+class Recording:
+    """One utterance's audio, loaded and ready to play: the load generator's unit (a manifest row is
+    :class:`speechtrt.asr.data.Utterance`; this is its decoded audio)."""
+
     utt_id: str
-    samples: np.ndarray  # float32 [N] at 16 kHz
+    samples: np.ndarray  # float32 [N] at 16 kHz, mono
     text: str
     dialect: str
     speaker: str
@@ -57,59 +62,64 @@ class Utterance:
         return self.samples.shape[0] / FEATURES.sample_rate
 
 
-def synth_utterances(cache_dir: str | Path, count: int = 8) -> list[Utterance]:
+@dataclass(frozen=True)
+class SkippedInput:
+    """A manifest line or utterance that was not played: where it is (line number or audio path) and why."""
+
+    where: str
+    reason: str
+
+
+def synth_recordings(cache_dir: str | Path, count: int = 8) -> list[Recording]:
     """``count`` espeak-ng utterances (seed texts × accents), cached as WAV + manifest under ``cache_dir``."""
     cache = Path(cache_dir)
     manifest = cache / "manifest.jsonl"
     if manifest.is_file():
-        utts = read_manifest(manifest)
-        if len(utts) >= count:
-            return utts[:count]
+        recordings, skipped = load_recordings(manifest)
+        if len(recordings) >= count and not skipped:
+            return recordings[:count]
     cache.mkdir(parents=True, exist_ok=True)
-    rows, utts = [], []
+    rows = []
     for i in range(count):
         text, voice = DEFAULT_TEXTS[i % len(DEFAULT_TEXTS)], DEFAULT_VOICES[i % len(DEFAULT_VOICES)]
         rate = 150 + 15 * (i % 4)
         audio = espeak_speech(text, voice=voice, rate=rate)
         path = write_wav(cache / f"utt{i:03d}.wav", audio, FEATURES.sample_rate)
-        row = {"audio_filepath": str(path.resolve()), "text": text, "duration": round(len(audio) / 16000, 3),
-               "dialect": voice.split("+")[0], "speaker": f"{voice}-r{rate}"}
-        rows.append(row)
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    utts = read_manifest(manifest)
-    return utts
+        rows.append(Utterance(str(path.resolve()), text, round(len(audio) / FEATURES.sample_rate, 3),
+                              voice.split("+")[0], f"{voice}-r{rate}"))
+    write_manifest(manifest, rows)
+    return load_recordings(manifest)[0]
 
 
-def read_manifest(path: str | Path, limit: int | None = None) -> list[Utterance]:
-    """Utterances from a JSONL manifest (``audio_filepath``, ``text``, ``duration``, ``dialect``, ``speaker``).
-
-    Relative audio paths resolve against the manifest's folder; audio is mixed to mono and resampled to 16 kHz.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"manifest {path} does not exist: pass a JSONL file with one utterance per line")
-    utts = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+def load_recordings(manifest: str | Path, limit: int | None = None) -> tuple[list[Recording], list[SkippedInput]]:
+    """Audio of the rows of a JSONL manifest (read by :func:`speechtrt.asr.data.read_manifest`), mixed to mono and
+    resampled to 16 kHz, and every line or file skipped with why: a bad line or unreadable audio is listed, as
+    evaluation does, and the rest still plays. Raises :class:`InputError` when the manifest is missing or nothing in
+    it is playable."""
+    rows, problems = read_manifest(manifest)
+    root = Path(manifest).parent
+    skipped = [SkippedInput(f"line {p.line}", p.reason) for p in problems]
+    recordings = []
+    for row in rows:
+        if limit and len(recordings) >= limit:
+            break
+        path = row.path(root)
         try:
-            row = json.loads(line)
-            audio_path = Path(row["audio_filepath"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise InputError(f"{path}:{n}: not a manifest row with audio_filepath ({exc})") from exc
-        if not audio_path.is_absolute():
-            audio_path = path.parent / audio_path
-        samples, rate = read_wav(audio_path)
+            samples, rate = read_wav(path)
+        except InputError as exc:
+            skipped.append(SkippedInput(row.audio_filepath, str(exc)))
+            continue
         if samples.ndim == 2:
             samples = samples.mean(axis=1)
         samples = resample(samples, rate, FEATURES.sample_rate)
-        utts.append(Utterance(audio_path.stem, samples.astype(np.float32), str(row.get("text", "")),
-                              str(row.get("dialect", "unknown")), str(row.get("speaker", "unknown"))))
-        if limit and len(utts) >= limit:
-            break
-    if not utts:
-        raise InputError(f"manifest {path} has no utterances")
-    return utts
+        if samples.shape[0] == 0:
+            skipped.append(SkippedInput(row.audio_filepath, "no samples"))
+            continue
+        recordings.append(Recording(path.stem, samples.astype(np.float32), row.text, row.dialect, row.speaker))
+    if not recordings:
+        raise InputError(f"manifest {manifest} has no playable utterance ({len(skipped)} skipped: "
+                         + "; ".join(f"{s.where}: {s.reason}" for s in skipped[:3]) + ")")
+    return recordings, skipped
 
 
 @dataclass(frozen=True)
@@ -161,7 +171,7 @@ class _Client:
 
     def __init__(self, idx: int):
         self.idx = idx
-        self.utt: Utterance | None = None
+        self.utt: Recording | None = None
         self.stream_id: str | None = None
         self.pos = 0
         self.t0 = 0.0
@@ -170,41 +180,90 @@ class _Client:
         self.partial = ""
 
 
-def run_load(engine: StreamingEngine, utterances: list[Utterance], cfg: LoadConfig, progress=None) -> LoadResult:
+class _Players:
+    """Every client's next move, on one time-ordered event queue: join (open a stream), push the next chunk, leave
+    (finalize). Each move returns when the client acts next (None: it waits for no event)."""
+
+    def __init__(self, engine: StreamingEngine, recordings: list[Recording], cfg: LoadConfig, start: float):
+        self.engine, self.recordings, self.cfg = engine, recordings, cfg
+        self.rng = np.random.default_rng(cfg.seed)
+        self.mean_chunk = cfg.chunk_ms / 1000 * FEATURES.sample_rate  # samples
+        self.end = start + cfg.seconds
+        self.clients = [_Client(i) for i in range(cfg.streams)]
+        self.records: list[StreamRecord] = []
+        self.events: list[tuple[float, int, int]] = []  # (due, seq, client)
+        self.seq = 0
+        self.next_utt = int(self.rng.integers(len(recordings)))
+        self.retries = self.refused = self.observations = self.revisions = 0
+        for c in self.clients:
+            self.schedule(c, start + self.rng.uniform(0, cfg.join_spread_s))
+
+    def schedule(self, c: _Client, due: float) -> None:
+        heapq.heappush(self.events, (due, self.seq, c.idx))
+        self.seq += 1
+
+    def chunk_size(self) -> int:
+        spread = self.cfg.chunk_spread
+        return max(1, int(self.mean_chunk * self.rng.uniform(1 - spread, 1 + spread)))
+
+    def due(self, c: _Client) -> float:
+        """When the chunk after ``c.pos`` has been spoken, plus network jitter."""
+        return c.t0 + (c.pos + c.pending) / FEATURES.sample_rate + self.rng.uniform(0, self.cfg.jitter_ms / 1000)
+
+    def join(self, c: _Client, now: float) -> float | None:
+        if now >= self.end:
+            return None
+        try:
+            c.stream_id = self.engine.open()
+        except CapacityError:
+            self.refused += 1
+            return now + 0.05
+        c.utt = self.recordings[self.next_utt % len(self.recordings)]
+        self.next_utt += 1
+        c.pos, c.chunks, c.partial, c.t0 = 0, 0, "", now
+        c.pending = self.chunk_size()
+        return self.due(c)
+
+    def send(self, c: _Client, now: float) -> float | None:
+        n = c.utt.samples.shape[0]
+        if now >= self.end or c.pos >= n:
+            return self.leave(c, now)
+        piece = c.utt.samples[c.pos: c.pos + c.pending]
+        try:
+            self.engine.push(c.stream_id, piece, block=False)
+        except BackpressureError:  # retried with the same samples: audio is never skipped
+            self.retries += 1
+            return now + self.cfg.retry_ms / 1000
+        c.pos += piece.shape[0]
+        c.chunks += 1
+        text = self.engine.partial(c.stream_id)
+        self.observations += 1
+        self.revisions += not text.startswith(c.partial)
+        c.partial = text
+        if c.pos >= n:
+            return self.leave(c, now)
+        c.pending = self.chunk_size()
+        return self.due(c)
+
+    def leave(self, c: _Client, now: float) -> float | None:
+        future = self.engine.finalize_async(c.stream_id)
+        self.records.append(StreamRecord(c.stream_id, c.utt.utt_id, c.pos, c.chunks, future))
+        c.stream_id, c.utt = None, None
+        return now + self.rng.uniform(0, self.cfg.gap_s) if now < self.end else None
+
+
+def run_load(engine: StreamingEngine, utterances: list[Recording], cfg: LoadConfig, progress=None) -> LoadResult:
     """Drive ``cfg.streams`` concurrent clients for ``cfg.seconds`` against a started engine; wait for every final
     transcript. ``progress(elapsed_s)`` is called about every 0.25 s."""
     if not utterances:
         raise InputError("the load generator needs at least one utterance")
-    rng = np.random.default_rng(cfg.seed)
-    sr = FEATURES.sample_rate
-    mean_chunk = cfg.chunk_ms / 1000 * sr
-    clients = [_Client(i) for i in range(cfg.streams)]
-    records: list[StreamRecord] = []
-    events: list[tuple[float, int, int]] = []  # (due, seq, client)
-    seq = 0
     start = time.monotonic()
     cpu0 = time.process_time()
-    end = start + cfg.seconds
-    next_utt = int(rng.integers(len(utterances)))
-    for c in clients:
-        heapq.heappush(events, (start + rng.uniform(0, cfg.join_spread_s), seq, c.idx))
-        seq += 1
-    active, retries, refused, observations, revisions = [], 0, 0, 0, 0
+    players = _Players(engine, utterances, cfg, start)
+    active: list[tuple[float, int]] = []
     next_sample = start
-
-    def chunk_size() -> int:
-        return max(1, int(mean_chunk * rng.uniform(1 - cfg.chunk_spread, 1 + cfg.chunk_spread)))
-
-    def leave(c: _Client, now: float) -> None:
-        records.append(StreamRecord(c.stream_id, c.utt.utt_id, c.pos, c.chunks, engine.finalize_async(c.stream_id)))
-        nonlocal seq
-        c.stream_id, c.utt = None, None
-        if now < end:
-            heapq.heappush(events, (now + rng.uniform(0, cfg.gap_s), seq, c.idx))
-            seq += 1
-
-    while events:
-        due, _, idx = heapq.heappop(events)
+    while players.events:
+        due, _, idx = heapq.heappop(players.events)
         now = time.monotonic()
         if due > now:
             time.sleep(due - now)
@@ -214,59 +273,23 @@ def run_load(engine: StreamingEngine, utterances: list[Utterance], cfg: LoadConf
             if progress:
                 progress(min(now - start, cfg.seconds))
             next_sample = now + 0.25
-        c = clients[idx]
-        reschedule = None
-        if c.stream_id is None:  # joining
-            if now >= end:
-                continue
-            try:
-                c.stream_id = engine.open()
-            except CapacityError:
-                refused += 1
-                reschedule = now + 0.05
-            else:
-                c.utt = utterances[next_utt % len(utterances)]
-                next_utt += 1
-                c.pos, c.chunks, c.partial, c.t0 = 0, 0, "", now
-                c.pending = chunk_size()
-                reschedule = c.t0 + c.pending / sr + rng.uniform(0, cfg.jitter_ms / 1000)
-        else:  # streaming
-            if now >= end or c.pos >= c.utt.samples.shape[0]:
-                leave(c, now)
-                continue
-            piece = c.utt.samples[c.pos: c.pos + c.pending]
-            try:
-                engine.push(c.stream_id, piece, block=False)
-            except BackpressureError:
-                retries += 1
-                reschedule = now + cfg.retry_ms / 1000
-            else:
-                c.pos += piece.shape[0]
-                c.chunks += 1
-                text = engine.partial(c.stream_id)
-                observations += 1
-                revisions += not text.startswith(c.partial)
-                c.partial = text
-                if c.pos >= c.utt.samples.shape[0]:
-                    leave(c, now)
-                    continue
-                c.pending = chunk_size()
-                reschedule = c.t0 + (c.pos + c.pending) / sr + rng.uniform(0, cfg.jitter_ms / 1000)
-        if reschedule is not None:
-            heapq.heappush(events, (reschedule, seq, idx))
-            seq += 1
-    unaccepted = sum(1 for c in clients if c.stream_id is not None)  # cannot happen: every client left
-    for r in records:
+        c = players.clients[idx]
+        again = players.join(c, now) if c.stream_id is None else players.send(c, now)
+        if again is not None:
+            players.schedule(c, again)
+    unaccepted = sum(1 for c in players.clients if c.stream_id is not None)  # cannot happen: every client left
+    for r in players.records:
         try:
             r.final = r.future.result(timeout=120)
         except Exception as exc:  # a failed or cancelled stream: its chunks count as dropped below
             r.error = f"{exc.__class__.__name__}: {exc}"
     active.append((time.monotonic() - start, engine.open_streams))
-    return LoadResult(records, active, time.monotonic() - start, time.process_time() - cpu0, unaccepted, retries,
-                      refused, observations, revisions)
+    return LoadResult(players.records, active, time.monotonic() - start, time.process_time() - cpu0, unaccepted,
+                      players.retries, players.refused, players.observations, players.revisions)
 
 
-def check_against_offline(result: LoadResult, utterances: list[Utterance], backend, chunk_frames: int) -> None:
+def check_against_offline(result: LoadResult, utterances: list[Recording], model: StepModel,
+                          chunk_frames: int) -> None:
     """Fill ``dropped_chunks`` and ``final_matches_offline`` of ``result``.
 
     A stream drops audio if it decoded fewer frames than its pushed samples make; its final transcript matches if
@@ -288,8 +311,7 @@ def check_against_offline(result: LoadResult, utterances: list[Utterance], backe
             if feats.shape[0] == 0:
                 cache[key] = ((), "")
             else:
-                ids = backend.offline(feats[None]).argmax(dim=-1)[0].cpu().tolist()
-                tokens = tuple(ctc_greedy(ids))
+                tokens = tuple(greedy_path(model.offline(feats[None]).argmax(dim=-1)[0].cpu())[0])
                 cache[key] = (tokens, asr_decode(tokens))
         tokens, text = cache[key]
         checked += 1

@@ -1,4 +1,4 @@
-"""Preallocated per-stream storage and the batched front end.
+"""Preallocated per-stream storage, the batched front end, and the check every chunk of audio passes on its way in.
 
 A :class:`StreamSlotPool` is sized once for ``capacity`` streams. Each slot owns one row of every state tensor
 (``ctx1``, ``ctx2``, ``h``, ``c`` of the streaming model) and a bounded buffer of raw samples that starts on a frame
@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from speechtrt.errors import InputError
 from speechtrt.models.audio import FEATURES, FeatureConfig, log_mel_frames
 
 
@@ -167,3 +168,28 @@ class ChunkFeaturizer:
 
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
         return log_mel_frames(windows.unfold(1, self.cfg.n_fft, self.cfg.hop), self.cfg)  # [B, chunk, n_mels]
+
+
+def validate_samples(stream_id: str, samples, sample_rate: int | None, expected_rate: int) -> np.ndarray:
+    """Check one chunk of audio; returns mono float32 samples [N] or raises :class:`InputError` saying what to fix."""
+    if sample_rate is not None and sample_rate != expected_rate:
+        raise InputError(f"stream {stream_id!r}: audio at {sample_rate} Hz, the engine runs at {expected_rate} Hz; "
+                         "resample before pushing (speechtrt.models.audio.resample)")
+    if isinstance(samples, torch.Tensor):
+        samples = samples.detach().cpu().numpy()
+    if not isinstance(samples, np.ndarray):
+        raise InputError(f"stream {stream_id!r}: samples must be a NumPy float32 array, got {type(samples).__name__}")
+    if samples.dtype not in (np.float32, np.float64):
+        raise InputError(f"stream {stream_id!r}: samples have dtype {samples.dtype}; push float32 in [-1, 1] "
+                         "(16-bit PCM: divide by 32768)")
+    if samples.ndim == 2 and samples.shape[1] == 1:
+        samples = samples[:, 0]
+    if samples.ndim != 1:
+        raise InputError(f"stream {stream_id!r}: samples have shape {samples.shape}; push mono audio [N]")
+    if samples.shape[0] == 0:
+        raise InputError(f"stream {stream_id!r}: empty chunk; push at least one sample (finalize() ends a stream)")
+    finite = np.isfinite(samples)
+    if not finite.all():
+        raise InputError(f"stream {stream_id!r}: chunk has {int((~finite).sum())} NaN/Inf samples of "
+                         f"{samples.shape[0]}; nothing was accepted, clean the audio and push again")
+    return np.ascontiguousarray(samples, dtype=np.float32)

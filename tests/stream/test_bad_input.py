@@ -28,8 +28,8 @@ def _bad_chunks(audio: np.ndarray) -> list[tuple[str, dict, str]]:
     ]
 
 
-def test_bad_input_errors_one_stream_only(backend, speech):
-    engine = StreamingEngine(backend, StreamConfig(max_streams=4, max_batch=4, max_buffer_ms=10_000))
+def test_bad_input_errors_one_stream_only(step, speech):
+    engine = StreamingEngine(step, StreamConfig(max_streams=4, max_batch=4, max_buffer_ms=10_000))
     good = {engine.open(): audio for audio in speech[1:3]}
     bad = engine.open("bad")
     bad_audio = speech[0]
@@ -56,21 +56,21 @@ def test_bad_input_errors_one_stream_only(backend, speech):
             engine.push(sid, audio[len(audio) // 2:])
         finals = {sid: engine.finalize(sid, timeout=60) for sid in good}
     assert engine.metrics.rejected_pushes == len(_bad_chunks(bad_audio))
-    assert bad_text == offline(backend, bad_audio)[2]  # only accepted audio, all of it
+    assert bad_text == offline(step, bad_audio)[2]  # only accepted audio, all of it
     for sid, audio in good.items():
-        assert finals[sid] == offline(backend, audio)[2]
+        assert finals[sid] == offline(step, audio)[2]
     assert engine.pool.free_count == 4 and engine.metrics.streams_failed == 0
 
 
-def test_push_while_finalizing_is_refused(backend, speech):
-    engine = StreamingEngine(backend, StreamConfig(max_streams=1, max_batch=1))
+def test_push_while_finalizing_is_refused(step, speech):
+    engine = StreamingEngine(step, StreamConfig(max_streams=1, max_batch=1))
     sid = engine.open()
     engine.push(sid, speech[0][:9000])
     fut = engine.finalize_async(sid)  # not drained yet: the stream is finalizing
     with pytest.raises(StreamClosedError, match="finalizing"):
         engine.push(sid, speech[0][9000:])
     engine.run_until_idle()
-    assert fut.result(timeout=0).token_ids == offline(backend, speech[0][:9000])[1]
+    assert fut.result(timeout=0).token_ids == offline(step, speech[0][:9000])[1]
 
 
 def test_validate_samples_accepts_float64_and_column_vectors():

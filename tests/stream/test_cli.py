@@ -54,3 +54,26 @@ def test_find_capacity_reports_trials_and_plots(tmp_path, speech, monkeypatch):
     assert cap["capacity"] == 4 and [t["streams"] for t in cap["trials"]] == [4] and cap["trials"][0]["holds"]
     assert (out / "stream_capacity.png").stat().st_size > 1000
     assert "Capacity search" in (out / "stream.md").read_text()
+
+
+def test_manifest_with_bad_rows_skips_and_lists_them_and_the_run_goes_on(tmp_path, speech, monkeypatch):
+    from speechtrt.models.audio import write_wav
+
+    monkeypatch.chdir(tmp_path)
+    rows = []
+    for i, audio in enumerate(speech[:2]):
+        write_wav(tmp_path / f"u{i}.wav", audio, 16000)
+        rows.append(json.dumps({"audio_filepath": f"u{i}.wav", "text": "x", "dialect": "en-us", "speaker": f"s{i}"}))
+    rows[1:1] = ["{broken", json.dumps({"audio_filepath": "gone.wav", "text": "y"})]
+    (tmp_path / "m.jsonl").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "reports"
+    result = CliRunner().invoke(app, [
+        "stream", "--streams", "2", "--seconds", "1", "--threads", "1", "--manifest", str(tmp_path / "m.jsonl"),
+        "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "skipped line 2: not JSON" in result.output and "skipped gone.wav" in result.output
+    report = json.loads((out / "stream.json").read_text())
+    assert [s["where"] for s in report["skipped_inputs"]] == ["line 2", "gone.wav"]
+    assert report["dropped_chunks"] == 0 and report["final_matches_offline"] == 1.0
+    assert "Skipped inputs (2)" in (out / "stream.md").read_text()

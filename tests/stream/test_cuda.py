@@ -1,4 +1,4 @@
-"""The CUDA path of the torch backend (FP32 eager, FP32 CUDA graphs, FP16 graphs): skipped without a GPU.
+"""The CUDA path of the torch step (FP32 eager, FP32 CUDA graphs, FP16 graphs): skipped without a GPU.
 
 cuDNN may pick different kernels for a batch of chunks and for one whole utterance, so streamed log-probs are
 compared with the offline pass within a tolerance rather than bit for bit.
@@ -14,9 +14,10 @@ import torch
 
 from speechtrt.models import build_model
 from speechtrt.models.audio import FEATURES
-from speechtrt.stream.backends import TorchStepBackend
+from speechtrt.runtime.graphs import GraphedRunner
 from speechtrt.stream.engine import StreamConfig, StreamingEngine
-from tests.stream.conftest import offline
+from speechtrt.stream.step import StepConfig, StepModel
+from tests.stream.conftest import offline, play_and_finalize
 
 pytestmark = pytest.mark.gpu
 if not torch.cuda.is_available():
@@ -25,9 +26,10 @@ if not torch.cuda.is_available():
 
 @pytest.mark.parametrize("fp16,graphs,atol", [(False, False, 1e-3), (False, True, 1e-3), (True, True, 5e-2)])
 def test_cuda_streams_match_offline_on_the_same_backend(speech, fp16, graphs, atol):
-    backend = TorchStepBackend(build_model("asr-stream"), device="cuda", fp16=fp16, cuda_graphs=graphs,
-                               max_batch=8)
-    engine = StreamingEngine(backend, StreamConfig(max_streams=8, max_batch=8))
+    step = StepModel.open(StepConfig(device="cuda", precision="fp16" if fp16 else "fp32", cuda_graphs=graphs,
+                                     max_batch=8), build_model("asr-stream"))
+    assert isinstance(step.runner, GraphedRunner) == graphs  # open_runner's CUDA-graph path
+    engine = StreamingEngine(step, StreamConfig(max_streams=8, max_batch=8))
     engine.warmup()
     rows = defaultdict(list)
     engine.step_observer = lambda ids, lp, valid: [rows[s].append(lp[i, :n].float().cpu())
@@ -35,16 +37,9 @@ def test_cuda_streams_match_offline_on_the_same_backend(speech, fp16, graphs, at
     rng = np.random.default_rng(0)
     with engine:
         ids = {engine.open(): audio for audio in speech * 2}
-        for sid, audio in ids.items():
-            pos = 0
-            while pos < len(audio):
-                n = int(rng.integers(300, 5000))
-                engine.push(sid, audio[pos: pos + n])
-                pos += n
-        futs = {sid: engine.finalize_async(sid) for sid in ids}
-        finals = {sid: f.result(timeout=120) for sid, f in futs.items()}
+        finals = play_and_finalize(engine, ids, rng, 300, 5000, timeout=120)
     for sid, audio in ids.items():
-        want = offline(backend, audio)[0].float().cpu()
+        want = offline(step, audio)[0].float().cpu()
         torch.testing.assert_close(torch.cat(rows[sid]), want, atol=atol, rtol=0)
         assert finals[sid].frames == FEATURES.frames_for(len(audio))  # every accepted frame decoded
     assert engine.pool.free_count == 8

@@ -26,9 +26,9 @@ def _cycle(engine: StreamingEngine, audio: np.ndarray, i: int) -> None:
         assert fut.result(timeout=0).frames == (0 if n < 400 else 1 + (n - 400) // 160)
 
 
-def test_soak_open_close_returns_to_baseline(backend, speech):
+def test_soak_open_close_returns_to_baseline(step, speech):
     # metric series bounded to 256 samples, so they stop growing during warm-up
-    engine = StreamingEngine(backend, StreamConfig(max_streams=8, max_batch=8, metrics_window=256))
+    engine = StreamingEngine(step, StreamConfig(max_streams=8, max_batch=8, metrics_window=256))
     audio = speech[1]
     tracemalloc.start()
     for i in range(1200):  # warm-up, traced: the bounded tombstone table fills and turns over once
@@ -53,7 +53,8 @@ def test_soak_open_close_returns_to_baseline(backend, speech):
     assert engine.metrics.streams_opened == 3600 + refusals * 8
     assert engine.metrics.refused_opens == refusals
     assert engine.pool.free_count == engine.pool.capacity == 8
-    assert engine.open_streams == 0 and not engine._ready and engine._in_flight == 0
-    assert len(engine._closed) <= StreamingEngine.TOMBSTONES
+    assert engine.open_streams == 0 and engine.core.n_ready == 0 and engine.core.in_flight == 0
+    assert len(engine.core.table) == 0  # finished streams leave no record behind
+    assert len(engine.core.table.tombstones) <= StreamingEngine.TOMBSTONES
     # one leaked stream record (buffers, deques, lists) is ~1 KB: 2400 of them would be megabytes
     assert after - base < 64 * 1024, f"traced memory grew by {after - base} bytes over 2400 streams:\n{growth}"

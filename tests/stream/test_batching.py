@@ -2,7 +2,7 @@
 
 import pytest
 
-from speechtrt.stream.scheduler import BatchDecision, decide
+from speechtrt.stream.batching import BatchDecision, decide
 
 CASES = [
     # n_ready, oldest age s, live, max_batch, max_wait s -> decision

@@ -1,4 +1,4 @@
-"""Backends and slot storage: ONNX Runtime streams exactly like its own offline pass; slots gather/scatter rows."""
+"""Steps and slot storage: ONNX Runtime streams exactly like its own offline pass; slots gather/scatter rows."""
 
 from __future__ import annotations
 
@@ -7,32 +7,29 @@ import pytest
 import torch
 
 from speechtrt.errors import InputError
-from speechtrt.stream.backends import STATE_BATCH_DIMS, default_onnx_for, make_backend
+from speechtrt.pipeline import model_artifacts
 from speechtrt.stream.engine import StreamConfig, StreamingEngine
+from speechtrt.stream.step import STATE_BATCH_DIMS, StepConfig, StepModel
 from speechtrt.stream.slots import ChunkFeaturizer, StreamSlotPool
-from tests.stream.conftest import offline
+from tests.stream.conftest import offline, play_and_finalize
 
 
-def test_ort_backend_streams_equal_its_offline_pass_and_torch(model, backend, speech, tmp_path):
-    onnx_path = default_onnx_for(model, tmp_path)
-    assert default_onnx_for(model, tmp_path) == onnx_path  # cached by weights
-    ort = make_backend("ort", model, onnx_path=onnx_path, threads=1)
+def test_ort_step_streams_equal_its_offline_pass_and_torch(model, step, speech, tmp_path):
+    ort = StepModel.open(StepConfig(backend="ort", threads=1, cache_dir=tmp_path), model)
+    onnx_path = ort.runner.path
+    assert onnx_path.parent == model_artifacts(model, tmp_path).onnx_dir  # exported into a folder keyed by weights
+    exported = onnx_path.stat().st_mtime_ns
+    again = StepModel.open(StepConfig(backend="ort", threads=1, cache_dir=tmp_path), model)
+    assert again.runner.path == onnx_path and onnx_path.stat().st_mtime_ns == exported  # reused, not re-exported
     engine = StreamingEngine(ort, StreamConfig(max_streams=4, max_batch=4))
     rng = np.random.default_rng(3)
     with engine:
         ids = {engine.open(): audio for audio in speech}
-        for sid, audio in ids.items():
-            pos = 0
-            while pos < len(audio):
-                n = int(rng.integers(500, 6000))
-                engine.push(sid, audio[pos: pos + n])
-                pos += n
-        finals = {sid: engine.finalize_async(sid) for sid in ids}
-        finals = {sid: f.result(timeout=60) for sid, f in finals.items()}
+        finals = play_and_finalize(engine, ids, rng, 500, 6000)
     for sid, audio in ids.items():
         ort_lp, ort_tokens, _ = offline(ort, audio)
         assert finals[sid].token_ids == ort_tokens
-        torch_lp, _, _ = offline(backend, audio)
+        torch_lp, _, _ = offline(step, audio)
         torch.testing.assert_close(ort_lp, torch_lp, atol=1e-4, rtol=1e-4)  # same model in both runtimes
 
 
@@ -79,8 +76,29 @@ def test_sample_buffer_chunks_featurize_to_the_offline_frames(speech):
     torch.testing.assert_close(torch.cat(frames), want, rtol=1e-5, atol=1e-5)
 
 
-def test_unknown_backend_and_bad_chunk_are_refused(model):
-    with pytest.raises(InputError, match="unknown backend"):
-        make_backend("tensorflow", model)
+def test_unknown_backend_precision_device_and_bad_chunk_are_refused():
+    with pytest.raises(InputError, match="unknown backend 'tensorflow'"):
+        StepConfig(backend="tensorflow")
+    with pytest.raises(InputError, match="unknown precision 'fp64'"):
+        StepConfig(precision="fp64")
+    with pytest.raises(InputError, match="the ort backend runs fp32, fp16, int8"):
+        StepConfig(backend="ort", precision="bf16")
+    with pytest.raises(InputError, match="fp16 streaming on torch needs --device cuda"):
+        StepConfig(precision="fp16")
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        StepConfig(device="tpu")
     with pytest.raises(InputError, match="multiple of 4"):
         StreamConfig(chunk_frames=10)
+
+
+def test_nothing_in_the_stream_package_constructs_a_runner():
+    """Runners come from ``open_runner`` only (speechtrt.runtime.open); the streaming package asks for them."""
+    from pathlib import Path
+
+    import speechtrt.stream
+
+    forbidden = ("OrtRunner(", "TrtRunner(", "TorchRunner(", "GraphedRunner(", "InferenceSession(",
+                 "deserialize_cuda_engine", "make_trt_runner")
+    found = [f"{path.name}: {name}" for path in Path(speechtrt.stream.__file__).parent.glob("*.py")
+             for name in forbidden if name in path.read_text()]
+    assert not found, found
