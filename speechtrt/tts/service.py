@@ -19,17 +19,21 @@ scheduler carries the resulting :class:`TextPart` to the encoder.
   (:func:`speechtrt.models.text.tts_tokens`);
 * text longer than one slot holds (``max_text`` tokens, or more frames than ``max_frames``) is split at sentence
   boundaries into parts decoded as separate requests and concatenated; with ``long_text="refuse"``, or when a single
-  sentence is still too long, it is refused with the maximum stated.
+  sentence is still too long, it is refused with the maximum stated;
+* ``submit(..., split="sentences")`` cuts at every sentence boundary instead (a streaming caller gets the first
+  sentence's audio as soon as it is vocoded), and ``on_part`` is called with each part's audio as it is ready.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,6 +48,7 @@ from speechtrt.runtime.runner import TORCH_DTYPES, RunnerDecoderStep
 from speechtrt.runtime.scheduler import DecodeRequest, Scheduler, SchedulerConfig
 from speechtrt.vocab import check_backend, check_precision
 
+_log = logging.getLogger("speechtrt.tts")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
@@ -105,6 +110,7 @@ class TTSHandle:
     parts: list[DecodeRequest]
     submitted_at: float
     future: Future = field(default_factory=Future)
+    on_part: "Callable[[int, np.ndarray], None] | None" = None  # (part index, audio [samples]) on the vocoder thread
     _audio: dict = field(default_factory=dict)  # part index -> (mel, audio)
     _pending_parts: int = 0
 
@@ -184,8 +190,10 @@ class TTSService:
         frames = rule.frames_for_text(n_chars) if rule else 1
         return n_chars <= self.pool.shape.max_text and frames <= self.pool.shape.max_frames
 
-    def _parts_of(self, text: str, n_frames: int | None = None) -> list[str]:
+    def _parts_of(self, text: str, n_frames: int | None = None, split: str = "fit") -> list[str]:
         """The normalised text cut into parts one slot holds (see the module docstring)."""
+        if split not in ("fit", "sentences"):
+            raise InputError(f"split must be 'fit' or 'sentences', got {split!r}")
         if not isinstance(text, str):
             raise InputError(f"text must be a string, got {type(text).__name__}")
         norm = self.tokenizer.normalize(text)
@@ -193,22 +201,27 @@ class TTSService:
             raise InputError("text is empty (or only whitespace): give at least one character to synthesize")
         if n_frames is not None:  # an explicit length is one request; the scheduler refuses it if it cannot fit
             return [norm]
-        if self._fits(len(norm)) and self._fits(len(text)):
+        sentences = _SENTENCE_END.split(norm) if split == "sentences" else [norm]
+        if len(sentences) == 1 and self._fits(len(norm)) and self._fits(len(text)):
             return [norm]
         max_chars = next((c for c in range(self.pool.shape.max_text, 0, -1) if self._fits(c)), 0)
         if self.config.long_text == "refuse" or max_chars == 0:
             raise InputError(f"text has {len(norm)} characters; the maximum per request is {max_chars} "
                              f"({self.pool.shape.max_text} tokens, {self.pool.shape.max_frames} frames); "
                              "shorten it or allow splitting at sentence boundaries")
+        if split == "sentences":
+            return [part for sentence in sentences for part in split_text(sentence, max_chars)]
         return split_text(norm, max_chars)
 
-    def submit(self, text: str, n_frames: int | None = None, request_id: str | None = None) -> TTSHandle:
+    def submit(self, text: str, n_frames: int | None = None, request_id: str | None = None, *,
+               split: str = "fit", on_part: Callable[[int, np.ndarray], None] | None = None) -> TTSHandle:
         """Queue ``text``; returns a handle whose ``result()`` is a :class:`TTSResult`.
 
-        ``n_frames`` overrides the frame rule for a single-part text. Raises InputError for bad text and
-        CapacityError when the queue cannot take every part.
+        ``n_frames`` overrides the frame rule for a single-part text. ``split="sentences"`` makes every sentence its
+        own part; ``on_part(index, audio)`` is called (on the vocoder thread, parts in any order) as each part's
+        audio is ready. Raises InputError for bad text and CapacityError when the queue cannot take every part.
         """
-        parts_text = self._parts_of(text, n_frames)
+        parts_text = self._parts_of(text, n_frames, split)
         tokens = [tuple(self.tokenizer.tokens(part)) for part in parts_text]  # unsupported characters → InputError
         with self._lock:
             if self.scheduler.num_queued + len(parts_text) > self.config.max_queue:
@@ -219,7 +232,7 @@ class TTSService:
                 self._next_id += 1
             if request_id in self._handles:
                 raise InputError(f"request id {request_id!r} is already in flight")
-            handle = TTSHandle(request_id, text, [], time.perf_counter())
+            handle = TTSHandle(request_id, text, [], time.perf_counter(), on_part=on_part)
             for i, part in enumerate(parts_text):
                 if len(parts_text) == 1:  # the seed's rule counts the characters of the text as given
                     frames = n_frames if n_frames is not None else self.frames_for(text)
@@ -246,6 +259,18 @@ class TTSService:
             self._handles.pop(request_id, None)
             handle.future.cancel()
             return True
+
+    def abort_all(self, exc: BaseException) -> int:
+        """Cancel every request in flight; their futures raise ``exc`` (a failed step must not strand them)."""
+        with self._lock:
+            handles = list(self._handles.values())
+            for handle in handles:
+                for req in handle.parts:
+                    self.scheduler.cancel(req.request_id)
+                if not handle.future.done():
+                    handle.future.set_exception(exc)
+            self._handles.clear()
+        return len(handles)
 
     # ---- the loop
 
@@ -368,8 +393,15 @@ class TTSService:
             raise
         for j, req in enumerate(reqs):
             handle, index = req.payload.handle, req.payload.index
+            if handle.future.cancelled():
+                continue
             handle._audio[index] = (mel_np[j], audio_np[j], req.finish_reason)
             handle._pending_parts -= 1
+            if handle.on_part is not None:
+                try:
+                    handle.on_part(index, audio_np[j])
+                except Exception:  # a listener that went away must not stall the other parts and requests
+                    _log.exception("on_part listener of %s failed", handle.request_id)
             if handle._pending_parts == 0 and not handle.future.done():
                 self._complete(handle)
 
