@@ -29,7 +29,8 @@ app = typer.Typer(
 )
 
 # Command modules, in the order of the pipeline. Each defines ``register(app)``.
-COMMAND_MODULES = ("export", "data", "calibrate", "build", "bench", "profile", "train", "eval", "stream")
+COMMAND_MODULES = ("export", "data", "calibrate", "build", "bench", "profile", "train", "eval", "stream", "serve",
+                   "loadtest")
 
 for _name in COMMAND_MODULES:
     try:

@@ -31,6 +31,13 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.drain_timeout_s = drain_timeout_s
         self.draining_since: float | None = None
+        self.loop = None  # the event loop it serves on, once started
+
+    async def startup(self, sockets=None) -> None:
+        import asyncio
+
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
 
     @property
     def state(self) -> ServerState | None:
@@ -111,6 +118,15 @@ class RunningServer:
 
     def drain(self) -> None:
         self.server.drain()
+
+    def call(self, fn, timeout: float = 30.0):
+        """Run ``fn()`` on the server's event loop (where admission state lives) and return its result."""
+        import asyncio
+
+        async def run():
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.server.loop).result(timeout)
 
     def wait_stopped(self, timeout: float = 60.0) -> bool:
         self.thread.join(timeout)
