@@ -17,7 +17,7 @@ from speechtrt.errors import InputError
 
 def config_from_flags(*, host="127.0.0.1", port=8000, api_key=None, device="cpu", threads=0, checkpoints="checkpoints",
                       onnx_dir="out/onnx", engine_dir="engines", select=None, tts_models="tts", tts_backend="torch",
-                      tts_precision="fp32", tts_slots=8, tts_concurrency=16, tts_max_frames=1000,
+                      tts_precision="fp32", tts_slots=8, tts_concurrency=16, tts_max_frames=1000, tts_lead_chars=32,
                       asr_models="asr-small,asr-medium", asr_default=None, asr_backend="torch",
                       asr_precision="fp32", decoder="greedy", asr_batch=8, asr_wait_ms=20.0,
                       asr_concurrency=32, degrade_after_s=0.5, stream_model="asr-stream",
@@ -32,7 +32,8 @@ def config_from_flags(*, host="127.0.0.1", port=8000, api_key=None, device="cpu"
     tts = asr = stream = None
     if tts_models:
         names = parse_list(tts_models, TTS_MODELS, "--tts-model", "TTS model")
-        tts = TTSServeConfig(names, tts_backend, tts_precision, tts_slots, tts_concurrency, tts_max_frames)
+        tts = TTSServeConfig(names, tts_backend, tts_precision, tts_slots, tts_concurrency, tts_max_frames,
+                             lead_chars=tts_lead_chars)
     if asr_models:
         names = parse_list(asr_models, ASR_MODELS, "--asr-models", "ASR model")
         if asr_default is not None and asr_default not in names:
@@ -67,7 +68,8 @@ def argv_for(config) -> list[str]:
     args += ["--tts-model", ",".join(t.models) if t else ""]
     if t:
         args += ["--tts-backend", t.backend, "--tts-precision", t.precision, "--tts-slots", str(t.max_slots),
-                 "--tts-concurrency", str(t.max_concurrent), "--tts-max-frames", str(t.max_frames)]
+                 "--tts-concurrency", str(t.max_concurrent), "--tts-max-frames", str(t.max_frames),
+                 "--tts-lead-chars", str(t.lead_chars)]
     args += ["--asr-models", ",".join(a.models) if a else ""]
     if a:
         args += ["--asr-backend", a.backend, "--asr-precision", a.precision, "--decoder", a.decoder,
@@ -103,6 +105,9 @@ def register(app: typer.Typer) -> None:
         tts_concurrency: int = typer.Option(16, "--tts-concurrency", min=1, help="Speech requests admitted at "
                                             "once per model (more wait --admission-wait-s, then 429)."),
         tts_max_frames: int = typer.Option(1000, "--tts-max-frames", min=1, help="Frames one slot holds."),
+        tts_lead_chars: int = typer.Option(32, "--tts-lead-chars", min=0, help="Speech is streamed per sentence; "
+                                           "the first sentence's first clause (or words) up to this many characters "
+                                           "is sent first (0: whole sentences)."),
         asr_models: str = typer.Option("asr-small,asr-medium", "--asr-models", help="Comma list of offline ASR "
                                        "models for /v1/audio/transcriptions ('' turns it off)."),
         asr_default: str | None = typer.Option(None, "--asr-default", help="Model for uploads without a dialect "
@@ -143,9 +148,9 @@ def register(app: typer.Typer) -> None:
             host=host, port=port, api_key=api_key, device=device, threads=threads, checkpoints=checkpoints,
             onnx_dir=onnx_dir, engine_dir=engine_dir, select=select, tts_models=tts_model, tts_backend=tts_backend,
             tts_precision=tts_precision, tts_slots=tts_slots, tts_concurrency=tts_concurrency,
-            tts_max_frames=tts_max_frames, asr_models=asr_models, asr_default=asr_default, asr_backend=asr_backend,
-            asr_precision=asr_precision, decoder=decoder, asr_batch=asr_batch, asr_wait_ms=asr_wait_ms,
-            asr_concurrency=asr_concurrency, degrade_after_s=degrade_after_s, stream_model=stream_model,
+            tts_max_frames=tts_max_frames, tts_lead_chars=tts_lead_chars, asr_models=asr_models,
+            asr_default=asr_default, asr_backend=asr_backend, asr_precision=asr_precision, decoder=decoder,
+            asr_batch=asr_batch, asr_wait_ms=asr_wait_ms, asr_concurrency=asr_concurrency, degrade_after_s=degrade_after_s, stream_model=stream_model,
             stream_backend=stream_backend, streams=streams, chunk_ms=chunk_ms, stream_wait_ms=stream_wait_ms,
             max_text_chars=max_text_chars, max_audio_s=max_audio_s, max_body_mb=max_body_mb, idle_s=idle_s,
             admission_wait_s=admission_wait_s, drain_timeout_s=drain_timeout_s)

@@ -166,7 +166,7 @@ async def speech(req: SpeechRequest, request: Request, state: ServerState = Depe
     gate = state.gate("tts", name)
     await gate.acquire()
     try:
-        parts = worker.stream(req.input, split="sentences")
+        parts = worker.stream(req.input, split="sentences", lead_chars=state.config.tts.lead_chars or None)
     except CapacityError as exc:
         gate.release()
         raise state.admission.refusal(f"tts:{name}", "max_queue", worker.service.config.max_queue, str(exc))

@@ -41,9 +41,13 @@ class Partial:
 @dataclass(frozen=True)
 class Final:
     text: str
-    duration_s: float  # audio the stream received
+    samples: int  # 16 kHz samples the stream received
     words: list[Word]
     timed_out: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples / FEATURES.sample_rate
 
 
 @dataclass(eq=False)
@@ -78,7 +82,7 @@ class StreamSession:
             words = words_of(self._emitted)
             if " ".join(w.word for w in words) != " ".join(ft.text.split()):
                 words = []  # the adapter lost track of the engine: no word timings rather than wrong ones
-            outer.set_result(Final(ft.text, self.pushed / FEATURES.sample_rate, words, ft.timed_out))
+            outer.set_result(Final(ft.text, self.pushed, words, ft.timed_out))
 
         inner.add_done_callback(done)
         return outer

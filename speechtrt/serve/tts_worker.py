@@ -117,16 +117,23 @@ class TTSWorker:
             self._thread = None
         self.service.close()
 
-    def stream(self, text: str, split: str = "sentences") -> PartStream:
-        """Submit ``text`` (InputError / CapacityError as :meth:`TTSService.submit`); iterate the result for audio.
+    def stream(self, text: str, split: str = "sentences", lead_chars: int | None = None) -> PartStream:
+        """Submit ``text`` (InputError / CapacityError as :meth:`TTSService.submit`: every sentence a part, the first
+        one's lead of up to ``lead_chars`` a part of its own); iterate the result for audio.
 
         Must be called on the event loop the stream is iterated on.
         """
         parts = PartStream(self, asyncio.get_running_loop())
-        parts.handle = self.service.submit(text, split=split, on_part=parts._on_part)
+        parts.handle = self.service.submit(text, split=split, lead_chars=lead_chars, on_part=parts._on_part)
         parts.handle.future.add_done_callback(parts._on_done)
         self._wake.set()
         return parts
+
+    def submit(self, text: str, split: str = "fit") -> TTSHandle:
+        """Submit from any thread without streaming; ``handle.result()`` is the whole :class:`TTSResult`."""
+        handle = self.service.submit(text, split=split)
+        self._wake.set()
+        return handle
 
     @property
     def queued(self) -> int:

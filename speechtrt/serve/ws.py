@@ -8,7 +8,8 @@ Protocol (JSON text messages, binary audio)::
     client: binary frames of mono little-endian samples, any size (pcm16: 2 bytes each, float32: 4)
     server: {"type": "partial", "text", "start": 0.0, "end": seconds of audio decoded}   (after every model step)
     client: {"type": "end"}
-    server: {"type": "final", "text", "duration", "words": [{"word", "start", "end"}], "model"}, then close 1000
+    server: {"type": "final", "text", "duration", "samples" (16 kHz samples received), "words": [{"word", "start",
+             "end"}], "model"}, then close 1000
 
 Errors: ``{"type": "error", "error": {"message", "type", "param", "code"}}`` then a close whose code says what
 happened — 1003 text where audio was expected, 1007 audio that cannot be decoded (odd byte count, NaN/Inf),
@@ -176,7 +177,8 @@ async def stream(ws: WebSocket):
         updates.put_nowait(None)
         await sender
         await ws.send_json({"type": "final", "text": final.text, "duration": round(final.duration_s, 3),
-                            "words": [w.to_json() for w in final.words], "model": route.model})
+                            "samples": final.samples, "words": [w.to_json() for w in final.words],
+                            "model": route.model})
         await ws.close(WS_NORMAL)
     except WebSocketDisconnect:
         status = 1001  # the client went away: its stream is cancelled below

@@ -20,8 +20,9 @@ scheduler carries the resulting :class:`TextPart` to the encoder.
 * text longer than one slot holds (``max_text`` tokens, or more frames than ``max_frames``) is split at sentence
   boundaries into parts decoded as separate requests and concatenated; with ``long_text="refuse"``, or when a single
   sentence is still too long, it is refused with the maximum stated;
-* ``submit(..., split="sentences")`` cuts at every sentence boundary instead (a streaming caller gets the first
-  sentence's audio as soon as it is vocoded), and ``on_part`` is called with each part's audio as it is ready.
+* ``submit(..., split="sentences")`` cuts at every sentence boundary instead, and ``lead_chars`` also cuts the first
+  sentence after its first clause or words (a streaming caller hears the lead as soon as it is vocoded);
+  ``on_part`` is called with each part's audio as it is ready.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from speechtrt.vocab import check_backend, check_precision
 
 _log = logging.getLogger("speechtrt.tts")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+_CLAUSE_END = re.compile(r"(?<=[,:])\s+")
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,20 @@ class TTSHandle:
         return self.future.result(timeout)
 
 
+def lead_split(sentence: str, lead_chars: int) -> list[str]:
+    """``[lead, rest]`` of a sentence longer than ``lead_chars``: the lead ends at the last clause boundary
+    (``, :``) within ``lead_chars``, else at the last word boundary within it; ``[sentence]`` when it is short or
+    has no boundary there. The first part of a streamed request is its lead, so its audio comes sooner."""
+    if len(sentence) <= lead_chars:
+        return [sentence]
+    head = sentence[: lead_chars + 1]
+    cuts = [m.start() for m in _CLAUSE_END.finditer(head)] or [i for i, ch in enumerate(head) if ch == " "]
+    cut = max((c for c in cuts if 0 < c <= lead_chars), default=None)
+    if cut is None:
+        return [sentence]
+    return [sentence[:cut], sentence[cut:].lstrip()]
+
+
 def split_text(text: str, max_chars: int) -> list[str]:
     """Greedily pack sentences (split after ``. ! ? ;``) of a normalised ``text`` into parts of at most
     ``max_chars`` characters.
@@ -190,7 +206,8 @@ class TTSService:
         frames = rule.frames_for_text(n_chars) if rule else 1
         return n_chars <= self.pool.shape.max_text and frames <= self.pool.shape.max_frames
 
-    def _parts_of(self, text: str, n_frames: int | None = None, split: str = "fit") -> list[str]:
+    def _parts_of(self, text: str, n_frames: int | None = None, split: str = "fit",
+                  lead_chars: int | None = None) -> list[str]:
         """The normalised text cut into parts one slot holds (see the module docstring)."""
         if split not in ("fit", "sentences"):
             raise InputError(f"split must be 'fit' or 'sentences', got {split!r}")
@@ -202,6 +219,8 @@ class TTSService:
         if n_frames is not None:  # an explicit length is one request; the scheduler refuses it if it cannot fit
             return [norm]
         sentences = _SENTENCE_END.split(norm) if split == "sentences" else [norm]
+        if split == "sentences" and lead_chars:
+            sentences = lead_split(sentences[0], lead_chars) + sentences[1:]
         if len(sentences) == 1 and self._fits(len(norm)) and self._fits(len(text)):
             return [norm]
         max_chars = next((c for c in range(self.pool.shape.max_text, 0, -1) if self._fits(c)), 0)
@@ -214,14 +233,16 @@ class TTSService:
         return split_text(norm, max_chars)
 
     def submit(self, text: str, n_frames: int | None = None, request_id: str | None = None, *,
-               split: str = "fit", on_part: Callable[[int, np.ndarray], None] | None = None) -> TTSHandle:
+               split: str = "fit", lead_chars: int | None = None,
+               on_part: Callable[[int, np.ndarray], None] | None = None) -> TTSHandle:
         """Queue ``text``; returns a handle whose ``result()`` is a :class:`TTSResult`.
 
         ``n_frames`` overrides the frame rule for a single-part text. ``split="sentences"`` makes every sentence its
-        own part; ``on_part(index, audio)`` is called (on the vocoder thread, parts in any order) as each part's
-        audio is ready. Raises InputError for bad text and CapacityError when the queue cannot take every part.
+        own part, and with ``lead_chars`` the first sentence's lead (:func:`lead_split`) a part of its own;
+        ``on_part(index, audio)`` is called (on the vocoder thread, parts in any order) as each part's audio is
+        ready. Raises InputError for bad text and CapacityError when the queue cannot take every part.
         """
-        parts_text = self._parts_of(text, n_frames, split)
+        parts_text = self._parts_of(text, n_frames, split, lead_chars)
         tokens = [tuple(self.tokenizer.tokens(part)) for part in parts_text]  # unsupported characters → InputError
         with self._lock:
             if self.scheduler.num_queued + len(parts_text) > self.config.max_queue:
