@@ -150,10 +150,11 @@ def register(app: typer.Typer) -> None:
             tts_precision=tts_precision, tts_slots=tts_slots, tts_concurrency=tts_concurrency,
             tts_max_frames=tts_max_frames, tts_lead_chars=tts_lead_chars, asr_models=asr_models,
             asr_default=asr_default, asr_backend=asr_backend, asr_precision=asr_precision, decoder=decoder,
-            asr_batch=asr_batch, asr_wait_ms=asr_wait_ms, asr_concurrency=asr_concurrency, degrade_after_s=degrade_after_s, stream_model=stream_model,
-            stream_backend=stream_backend, streams=streams, chunk_ms=chunk_ms, stream_wait_ms=stream_wait_ms,
-            max_text_chars=max_text_chars, max_audio_s=max_audio_s, max_body_mb=max_body_mb, idle_s=idle_s,
-            admission_wait_s=admission_wait_s, drain_timeout_s=drain_timeout_s)
+            asr_batch=asr_batch, asr_wait_ms=asr_wait_ms, asr_concurrency=asr_concurrency,
+            degrade_after_s=degrade_after_s, stream_model=stream_model, stream_backend=stream_backend,
+            streams=streams, chunk_ms=chunk_ms, stream_wait_ms=stream_wait_ms, max_text_chars=max_text_chars,
+            max_audio_s=max_audio_s, max_body_mb=max_body_mb, idle_s=idle_s, admission_wait_s=admission_wait_s,
+            drain_timeout_s=drain_timeout_s)
         if log_level not in ("debug", "info", "warning", "error"):
             raise InputError(f"--log-level {log_level!r}: choose debug, info, warning or error")
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
