@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         requests: int = typer.Option(24, "--requests", min=1, help="TTS closed-loop requests in total."),
         rate: float = typer.Option(1.0, "--rate", min=0.01, help="TTS open-loop Poisson arrivals per second."),
         seconds: float = typer.Option(10.0, "--seconds", min=0.5, help="Open-loop and stream durations."),
+        long_repeats: int = typer.Option(3, "--long-repeats", min=0, help="Requests of the 300-character text."),
         streams: int = typer.Option(64, "--streams", min=0, help="Concurrent real-time WebSocket streams."),
         uploads: int = typer.Option(16, "--uploads", min=0, help="Transcription uploads."),
         upload_concurrency: int = typer.Option(4, "--upload-concurrency", min=1),
@@ -57,7 +58,8 @@ def register(app: typer.Typer) -> None:
             select=str(select) if select and str(select) and Path(select).is_file() else None,
             streams=n_streams, stream_model="asr-stream" if streams else "", admission_wait_s=admission_wait_s)
         cfg = LoadtestConfig(target=target, url=url, in_process=in_process, tts_concurrency=concurrency,
-                             tts_requests=requests, tts_rate=rate, tts_seconds=seconds, streams=streams,
+                             tts_requests=requests, tts_rate=rate, tts_seconds=seconds, long_repeats=long_repeats,
+                             streams=streams,
                              stream_seconds=seconds, jitter_ms=jitter_ms, uploads=uploads,
                              upload_concurrency=upload_concurrency, out_dir=str(out), cache_dir=str(cache_dir),
                              seed=seed, quick=quick)

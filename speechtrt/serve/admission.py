@@ -227,3 +227,23 @@ class BodyTooLarge(StarletteHTTPException):
     def __init__(self, error: APIError):
         super().__init__(error.status, error.message)
         self.error = error
+
+
+class RequireKey:
+    """ASGI middleware: with an API key set, an HTTP request to ``/v1/...`` without it is answered 401 before its
+    body is read (WebSockets check the key in their handler, where the error can be sent before the close)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("path", "").startswith("/v1/"):
+            state = getattr(getattr(scope.get("app"), "state", None), "speechtrt", None)
+            if state is not None and state.admission.api_key is not None:
+                headers = dict(scope.get("headers") or [])
+                auth = headers.get(b"authorization", b"").decode("latin-1") or None
+                try:
+                    state.admission.check_key(auth)
+                except APIError as err:
+                    return await err.response()(scope, receive, send)
+        await self.app(scope, receive, send)

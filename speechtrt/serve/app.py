@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from speechtrt import __version__
 from speechtrt.errors import CapacityError, InputError
 from speechtrt.serve import openai_api, ws
-from speechtrt.serve.admission import BodyLimit, BodyTooLarge
+from speechtrt.serve.admission import BodyLimit, BodyTooLarge, RequireKey
 from speechtrt.serve.config import ServeConfig
 from speechtrt.serve.errors import APIError
 from speechtrt.serve.state import ServerState
@@ -74,6 +74,7 @@ def create_app(config: ServeConfig, state: ServerState | None = None) -> FastAPI
         return Response(request.app.state.speechtrt.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit, max_bytes=config.limits.max_body_bytes)
+    app.add_middleware(RequireKey)
     app.add_middleware(RequestMetrics)
     return app
 

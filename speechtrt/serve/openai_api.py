@@ -40,7 +40,8 @@ def state_of(request: Request) -> ServerState:
 
 
 def require_ready_and_key(request: Request) -> ServerState:
-    """Every /v1 route: the API key (when one is set), then readiness."""
+    """Every /v1 route: the API key (when one is set; checked before the body by ``RequireKey`` too), then
+    readiness."""
     state = state_of(request)
     state.admission.check_key(request.headers.get("authorization"))
     if not state.ready:

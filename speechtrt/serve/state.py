@@ -89,7 +89,7 @@ class ServerState:
             decoder = make_decoder(a.decoder)
             for name in a.models:
                 model, desc = load_asr(name, config.checkpoints)
-                onnx_dir = weights_dir(model, name)
+                onnx_dir = weights_dir(model, name) if a.backend != "torch" else config.onnx_dir
                 artifacts = Artifacts(onnx_dir, config.engine_dir, model, name)
                 comp = f"asr_{name.removeprefix('asr-')}"
                 ensure_artifact(comp, a.precision, a.backend, artifacts, log=log_fn)
@@ -112,8 +112,10 @@ class ServerState:
         state.router = Router(tuple(state.asr), tuple(state.streams), selection,
                               config.asr.default if config.asr else None)
         if selection:
-            log_fn(f"routing by {selection.source}: " + ", ".join(f"{d} -> {v}" for d, v in
-                                                                   selection.per_dialect.items()))
+            served = (*state.asr, *state.streams)
+            log_fn(f"routing by {selection.source}: " + ", ".join(
+                f"{d} -> {v}" + ("" if v.split("/")[0] in served else " (not served: default)")
+                for d, v in selection.per_dialect.items()))
         return state
 
     # ---- lifecycle

@@ -18,7 +18,7 @@ def small_config(**overrides):
 
     base = dict(
         port=0, threads=1, checkpoints=ROOT / "checkpoints", select=ROOT / "reports" / "asr_eval.json",
-        limits=Limits(max_body_bytes=2 * 2**20, max_text_chars=200, max_audio_s=20.0, stream_idle_s=5.0,
+        limits=Limits(max_body_bytes=2 * 2**20, max_text_chars=200, max_audio_s=20.0, stream_idle_s=2.0,
                       admission_wait_s=0.05),
         tts=TTSServeConfig(max_slots=2, max_concurrent=2, max_frames=80, max_text=64),
         asr=ASRServeConfig(models=("asr-small", "asr-medium"), max_concurrent=2, degrade_after_s=0.0),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 
 import httpx
 import numpy as np
@@ -80,11 +81,13 @@ def test_api_key_is_required_when_set(server):
     state.admission.api_key = "sekret"
     try:
         r = httpx.get(server.url + "/v1/models")
+        wrong = httpx.post(server.url + SPEECH, content=b"{not even json", headers={"Authorization": "Bearer no"})
         ok = httpx.get(server.url + "/v1/models", headers={"Authorization": "Bearer sekret"})
         health = httpx.get(server.url + "/health")
     finally:
         state.admission.api_key = None
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"  # before the body is parsed
     assert ok.status_code == 200 and health.status_code == 200
 
 
@@ -92,7 +95,7 @@ def test_overload_at_twice_the_capacity_refuses_the_excess_and_completes_the_res
     worker = server.state.tts["tts"]
     gate = server.state.gate("tts", "tts")
     n = 2 * gate.capacity
-    sentences = ("one two three.", "four five six.", "seven eight.")  # each fits a slot (80 frames)
+    sentences = ("one two.", "three.", "four.")  # each fits a slot (80 frames)
     text = " ".join(s.capitalize() for s in sentences)
 
     async def fire():
@@ -115,3 +118,20 @@ def test_overload_at_twice_the_capacity_refuses_the_excess_and_completes_the_res
     # nothing admitted is left behind: no permit, no slot, no queued part, no request handle
     assert gate.in_flight == 0 and worker.active == 0 and worker.queued == 0
     assert not worker.service._handles
+
+
+def test_a_client_that_leaves_mid_speech_frees_its_slots_at_once(server):
+    worker = server.state.tts["tts"]
+    gate = server.state.gate("tts", "tts")
+    text = "One two three. Four five six. Seven eight. Ten eleven. Twelve thirteen."  # five parts, two slots
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        with client.stream("POST", SPEECH, json={"model": "tts", "input": text, "response_format": "pcm"}) as r:
+            assert r.status_code == 200
+            next(r.iter_raw())  # the first part arrived; the rest is still decoding
+            assert worker.active + worker.queued > 0
+        # leaving the block closes the connection mid-response
+    t0 = time.monotonic()
+    while (worker.active or worker.queued or gate.in_flight) and time.monotonic() - t0 < 3:
+        time.sleep(0.01)
+    assert worker.active == 0 and worker.queued == 0 and gate.in_flight == 0 and not worker.service._handles
+    assert httpx.post(server.url + SPEECH, json={"model": "tts", "input": "Next."}, timeout=60).status_code == 200

@@ -13,12 +13,12 @@ from speechtrt.models.audio import encode_audio, resample
 
 def test_speech_through_the_openai_client_streams_every_sentence_as_a_part(server, openai_client):
     worker = server.state.tts["tts"]
-    text = "Hello world. How are you?"
+    text = "Hi there. Bye now."
     wav = openai_client.audio.speech.create(model="tts", voice="alloy", input=text, response_format="wav")
     audio, rate = soundfile.read(io.BytesIO(wav.content), dtype="float32")
     assert rate == worker.sample_rate == 22050
     rule = worker.service.config.frame_rule
-    frames = rule.frames_for_text(len("hello world.")) + rule.frames_for_text(len("how are you?"))
+    frames = rule.frames_for_text(len("hi there.")) + rule.frames_for_text(len("bye now."))
     assert audio.shape == (frames * worker.service.model_config.samples_per_frame,)
     assert np.abs(audio).max() > 0
     with openai_client.audio.speech.with_streaming_response.create(model="tts-1", voice="nova", input=text,

@@ -147,3 +147,24 @@ def test_a_full_server_answers_1013_and_admits_again_after(server):
     assert code == 1013 and error["code"] == "capacity" and f"capacity={capacity}" in error["message"]
     _, _, final, code = asyncio.run(stream(server.ws_url, b"", {"type": "start", "sample_rate": 16000}))
     assert code == 1000 and final["text"] == ""
+
+
+def test_a_silent_stream_is_closed_at_the_idle_limit(server):
+    async def silent():
+        async with websockets.connect(server.ws_url) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+            await ws.recv()
+            await ws.send(np.zeros(1600, "<i2").tobytes())
+            msgs = []
+            try:
+                async for raw in ws:  # nothing more is sent
+                    msgs.append(json.loads(raw))
+            except websockets.ConnectionClosedError:
+                pass
+            return msgs, ws.close_code
+
+    t0 = time.monotonic()
+    msgs, code = asyncio.run(silent())
+    err = next(m["error"] for m in msgs if m["type"] == "error")
+    assert code == 1008 and err["code"] == "stream_idle_s" and "stream_idle_s=2.0" in err["message"]
+    assert 1.9 < time.monotonic() - t0 < 10
