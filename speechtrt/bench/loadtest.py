@@ -84,7 +84,7 @@ class LoadtestConfig:
     long_repeats: int = 3
     streams: int = 64
     stream_seconds: float = 10.0
-    chunk_ms: float = 100.0  # mean client chunk (irregular: 0.5x .. 1.5x)
+    chunk_ms: float = 160.0  # mean client chunk (irregular: 0.5x .. 1.5x), as `speechtrt stream` sends
     jitter_ms: float = 20.0
     utterances: int = 12
     uploads: int = 16

@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         uploads: int = typer.Option(16, "--uploads", min=0, help="Transcription uploads."),
         upload_concurrency: int = typer.Option(4, "--upload-concurrency", min=1),
         jitter_ms: float = typer.Option(20.0, "--jitter-ms", min=0.0, help="Stream client network jitter."),
+        chunk_ms: float = typer.Option(160.0, "--chunk-ms", min=10.0, help="Mean stream client chunk (irregular: "
+                                       "0.5x to 1.5x)."),
         out: Path = typer.Option(Path("reports"), "--out", help="Report folder."),
         cache_dir: Path = typer.Option(Path("tmp/cache/loadtest"), "--cache-dir"),
         quick: bool = typer.Option(False, "--quick", help="Smoke-test size (a few seconds per workload)."),
@@ -60,7 +62,7 @@ def register(app: typer.Typer) -> None:
         cfg = LoadtestConfig(target=target, url=url, in_process=in_process, tts_concurrency=concurrency,
                              tts_requests=requests, tts_rate=rate, tts_seconds=seconds, long_repeats=long_repeats,
                              streams=streams,
-                             stream_seconds=seconds, jitter_ms=jitter_ms, uploads=uploads,
+                             stream_seconds=seconds, chunk_ms=chunk_ms, jitter_ms=jitter_ms, uploads=uploads,
                              upload_concurrency=upload_concurrency, out_dir=str(out), cache_dir=str(cache_dir),
                              seed=seed, quick=quick)
         command = "speechtrt " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else \
@@ -76,7 +78,11 @@ def register(app: typer.Typer) -> None:
         def cell(d, *keys):
             for k in keys:
                 d = d.get(k) if isinstance(d, dict) else None
-            return "–" if d is None else (f"{d:.3g}" if isinstance(d, float) else str(d))
+            if d is None:
+                return "–"
+            if isinstance(d, float):
+                return f"{d:.0f}" if abs(d) >= 100 else f"{d:.3g}"
+            return str(d)
 
         table.add_row("TTS single latency p50 (ms)", cell(net, "tts_single", "latency_ms", "p50"),
                       cell(loc, "tts_single", "latency_ms", "p50"))

@@ -17,7 +17,7 @@ from speechtrt.errors import InputError
 
 def config_from_flags(*, host="127.0.0.1", port=8000, api_key=None, device="cpu", threads=0, checkpoints="checkpoints",
                       onnx_dir="out/onnx", engine_dir="engines", select=None, tts_models="tts", tts_backend="torch",
-                      tts_precision="fp32", tts_slots=8, tts_concurrency=16, tts_max_frames=1000, tts_lead_chars=32,
+                      tts_precision="fp32", tts_slots=8, tts_concurrency=16, tts_max_frames=1000, tts_lead_chars=12,
                       asr_models="asr-small,asr-medium", asr_default=None, asr_backend="torch",
                       asr_precision="fp32", decoder="greedy", asr_batch=8, asr_wait_ms=20.0,
                       asr_concurrency=32, degrade_after_s=0.5, stream_model="asr-stream",
@@ -105,9 +105,9 @@ def register(app: typer.Typer) -> None:
         tts_concurrency: int = typer.Option(16, "--tts-concurrency", min=1, help="Speech requests admitted at "
                                             "once per model (more wait --admission-wait-s, then 429)."),
         tts_max_frames: int = typer.Option(1000, "--tts-max-frames", min=1, help="Frames one slot holds."),
-        tts_lead_chars: int = typer.Option(32, "--tts-lead-chars", min=0, help="Speech is streamed per sentence; "
-                                           "the first sentence's first clause (or words) up to this many characters "
-                                           "is sent first (0: whole sentences)."),
+        tts_lead_chars: int = typer.Option(12, "--tts-lead-chars", min=0, help="Speech is streamed per sentence, "
+                                           "and the first sentence's first words (at least this many characters, "
+                                           "or its first clause) first (0: whole sentences)."),
         asr_models: str = typer.Option("asr-small,asr-medium", "--asr-models", help="Comma list of offline ASR "
                                        "models for /v1/audio/transcriptions ('' turns it off)."),
         asr_default: str | None = typer.Option(None, "--asr-default", help="Model for uploads without a dialect "

@@ -43,7 +43,7 @@ class TTSServeConfig:
     max_concurrent: int = 16  # requests admitted at once per model (the rest wait, then are refused)
     max_frames: int = 1000  # frames one slot holds; longer texts are split at sentences
     max_text: int = 256  # text tokens one slot holds
-    lead_chars: int = 32  # streamed requests: the first sentence's first clause (or words) up to this is part 0
+    lead_chars: int = 12  # streamed requests: part 0 is the first sentence's first words (at least this many chars)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ scheduler carries the resulting :class:`TextPart` to the encoder.
 * text longer than one slot holds (``max_text`` tokens, or more frames than ``max_frames``) is split at sentence
   boundaries into parts decoded as separate requests and concatenated; with ``long_text="refuse"``, or when a single
   sentence is still too long, it is refused with the maximum stated;
-* ``submit(..., split="sentences")`` cuts at every sentence boundary instead, and ``lead_chars`` also cuts the first
-  sentence after its first clause or words (a streaming caller hears the lead as soon as it is vocoded);
+* ``submit(..., split="sentences")`` cuts at every sentence boundary instead, and ``lead_chars`` also cuts a short
+  lead off the first sentence (:func:`lead_split`; a streaming caller hears it as soon as it is vocoded);
   ``on_part`` is called with each part's audio as it is ready.
 """
 
@@ -124,15 +124,14 @@ class TTSHandle:
 
 
 def lead_split(sentence: str, lead_chars: int) -> list[str]:
-    """``[lead, rest]`` of a sentence longer than ``lead_chars``: the lead ends at the last clause boundary
-    (``, :``) within ``lead_chars``, else at the last word boundary within it; ``[sentence]`` when it is short or
-    has no boundary there. The first part of a streamed request is its lead, so its audio comes sooner."""
-    if len(sentence) <= lead_chars:
-        return [sentence]
-    head = sentence[: lead_chars + 1]
-    cuts = [m.start() for m in _CLAUSE_END.finditer(head)] or [i for i, ch in enumerate(head) if ch == " "]
-    cut = max((c for c in cuts if 0 < c <= lead_chars), default=None)
-    if cut is None:
+    """``[lead, rest]``: the sentence cut at its first word boundary at or after ``lead_chars`` characters (at a clause
+    boundary, ``,`` or ``:``, when one comes before twice that), or ``[sentence]`` when nothing would be left. The
+    first part of a streamed request is its lead: parts decode concurrently, so a short lead is heard first."""
+    clause = next((m.start() for m in _CLAUSE_END.finditer(sentence) if lead_chars <= m.start() <= 2 * lead_chars),
+                  None)
+    word = next((i for i in range(lead_chars, len(sentence)) if sentence[i] == " "), None)
+    cut = clause if clause is not None else word
+    if cut is None or not sentence[cut:].strip():
         return [sentence]
     return [sentence[:cut], sentence[cut:].lstrip()]
 

@@ -89,3 +89,16 @@ def test_a_gate_admits_capacity_then_refuses_after_the_bounded_wait_and_drains_w
     assert "capacity=1" in full.message and full.close_code == 1013
     assert draining.status == 503 and draining.code == "draining"
     assert gate.in_flight == 0 and gate.saturated_for() == 0
+
+
+@pytest.mark.parametrize("sentence, parts", [
+    ("in the beginning was the word, and the word was god.",
+     ["in the beginning", "was the word, and the word was god."]),
+    ("well, i think so, really.", ["well, i think so,", "really."]),
+    ("hello world.", ["hello world."]),
+    ("one two three.", ["one two three."]),
+])
+def test_a_streamed_request_leads_with_its_first_words(sentence, parts):
+    from speechtrt.tts.service import lead_split
+
+    assert lead_split(sentence, 12) == parts
