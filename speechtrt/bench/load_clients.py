@@ -335,5 +335,5 @@ def make_target(kind: str, url: str | None = None, state=None, api_key: str | No
         return InProcessTarget(state)
     if kind == "triton":
         raise InputError("--target triton: the Triton (KServe v2) client is not part of this build; it plugs in "
-                         "as another Target in speechtrt.bench.loadtest")
+                         "as another Target in speechtrt.bench.load_clients")
     raise InputError(f"unknown target {kind!r}: choose one of {', '.join(TARGETS)}")

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         admission_wait_s: float = typer.Option(5.0, "--admission-wait-s", min=0.0),
     ) -> None:
         """Load-test the server over the network (TTS open and closed loop, real-time streams, uploads) next to
-        the same build in-process; p50/p95/p99, refusals, throughput, the issue's targets."""
+        the same build in-process; p50/p95/p99, refusals, throughput, the serving targets."""
         from speechtrt.bench.loadtest import LoadtestConfig, run_loadtest
         from speechtrt.commands.serve import config_from_flags
         from speechtrt.files import check_writable
