@@ -188,7 +188,7 @@ class WsStream:
     async def open(cls, url: str, dialect: str | None, headers: dict) -> "WsStream":
         import websockets
 
-        ws = await websockets.connect(url, additional_headers=headers, max_size=None)
+        ws = await websockets.connect(url, additional_headers=headers, max_size=None, compression=None)
         await ws.send(json.dumps({"type": "start", "sample_rate": FEATURES.sample_rate, "encoding": "float32",
                                   "dialect": dialect}))
         try:

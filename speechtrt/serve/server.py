@@ -73,9 +73,10 @@ class DrainingServer(uvicorn.Server):
 
 
 def uvicorn_config(app, config: ServeConfig, log_level: str = "info") -> uvicorn.Config:
+    # no per-message deflate: PCM hardly compresses, and zlib on every frame costs the CPU the models need
     return uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level, lifespan="on",
-                          ws_max_size=4 * config.limits.max_frame_bytes, timeout_graceful_shutdown=5,
-                          access_log=log_level == "debug")
+                          ws_max_size=4 * config.limits.max_frame_bytes, ws_per_message_deflate=False,
+                          timeout_graceful_shutdown=5, access_log=log_level == "debug")
 
 
 def bind(host: str, port: int) -> socket.socket:
