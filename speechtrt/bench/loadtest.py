@@ -14,7 +14,9 @@ same code):
 
 Targets (:mod:`speechtrt.bench.load_clients`): ``serve`` (httpx + websockets against ``speechtrt serve``, started
 here as a subprocess unless ``url`` is given) and ``in-process`` (the same TTS workers, batchers and stream engine
-built from the same :class:`~speechtrt.serve.config.ServeConfig`, no HTTP). ``triton`` is the seam for a KServe
+built from the same :class:`~speechtrt.serve.config.ServeConfig`, no HTTP). Each workload runs on the network and
+then in-process, back to back, so both see the machine in the same state; the load average around each run is
+recorded, because numbers taken while other processes compete for the CPU do not compare with a quiet run. ``triton`` is the seam for a KServe
 client (another :class:`~speechtrt.bench.load_clients.Target`). Percentiles are p50/p95/p99 in milliseconds; the report records environment, versions and
 commit, and writes ``loadtest.json``, ``loadtest.md`` and two PNGs.
 
@@ -272,59 +274,89 @@ def _speech_stats(samples: list[SpeechSample], wall_s: float | None = None) -> d
     return out
 
 
-async def run_target(target: Target, cfg: LoadtestConfig, utts: list[Utterance], log: Callable[[str], None]):
-    """Every workload against ``target``; returns (results dict, raw samples for plots)."""
-    rng = random.Random(cfg.seed)
-    res: dict = {}
-    raw: dict = {}
-    log(f"({target.name}) TTS single requests")
-    single = await tts_single(target, cfg.tts_text, cfg.tts_single_repeats)
-    res["tts_single"] = _speech_stats(single)
-    log(f"({target.name}) TTS closed loop, concurrency {cfg.tts_concurrency}")
+async def workload_tts_single(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
+    return _speech_stats(await tts_single(target, cfg.tts_text, cfg.tts_single_repeats))
+
+
+async def workload_tts_closed(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
     closed, wall = await tts_closed_loop(target, cfg.tts_text, cfg.tts_concurrency, cfg.tts_requests)
-    res["tts_closed_loop"] = {"concurrency": cfg.tts_concurrency, **_speech_stats(closed, wall)}
     raw["tts_latency_s"] = [s.latency_s for s in closed if s.ok]
     raw["tts_ttfa_s"] = [s.ttfa_s for s in closed if s.ok]
-    log(f"({target.name}) TTS open loop, {cfg.tts_rate}/s for {cfg.tts_seconds} s")
+    return {"concurrency": cfg.tts_concurrency, **_speech_stats(closed, wall)}
+
+
+async def workload_tts_open(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
     opened, wall = await tts_open_loop(target, cfg.tts_text, cfg.tts_rate, cfg.tts_seconds, rng)
-    res["tts_open_loop"] = {"rate_per_s": cfg.tts_rate, "seconds": cfg.tts_seconds, **_speech_stats(opened, wall)}
-    log(f"({target.name}) TTS long text ({len(cfg.long_text)} characters)")
-    long = [await target.speech(cfg.long_text) for _ in range(cfg.long_repeats)]
-    stats = _speech_stats(long)
+    return {"rate_per_s": cfg.tts_rate, "seconds": cfg.tts_seconds, **_speech_stats(opened, wall)}
+
+
+async def workload_tts_long(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
+    stats = _speech_stats([await target.speech(cfg.long_text) for _ in range(cfg.long_repeats)])
     if stats["ttfa_ms"] and stats["latency_ms"]:
         stats["ttfa_over_synthesis_p50"] = stats["ttfa_ms"]["p50"] / stats["latency_ms"]["p50"]
-    res["tts_long_text"] = {"characters": len(cfg.long_text), **stats}
-    if cfg.streams:
-        log(f"({target.name}) {cfg.streams} real-time streams for {cfg.stream_seconds} s")
-        streams, refusals, wall = await stream_load(target, utts, cfg.streams, cfg.stream_seconds, cfg.chunk_ms,
-                                                    cfg.jitter_ms, rng)
-        raw["partial_latency_s"] = [x for s in streams if s.ok for x in s.partial_latencies_s]
-        raw["stream_samples"] = streams
-        ok = [s for s in streams if s.ok]
-        res["streams"] = {
-            "clients": cfg.streams, "seconds": cfg.stream_seconds, "wall_s": wall, "streams": len(streams),
+    return {"characters": len(cfg.long_text), **stats}
+
+
+async def workload_streams(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
+    streams, refusals, wall = await stream_load(target, utts, cfg.streams, cfg.stream_seconds, cfg.chunk_ms,
+                                                cfg.jitter_ms, rng)
+    raw["partial_latency_s"] = [x for s in streams if s.ok for x in s.partial_latencies_s]
+    raw["stream_samples"] = streams
+    ok = [s for s in streams if s.ok]
+    return {"clients": cfg.streams, "seconds": cfg.stream_seconds, "wall_s": wall, "streams": len(streams),
             "ok": len(ok), "errors": len(streams) - len(ok), "refused": len(refusals),
-            "partial_latency_ms": percentiles_ms(raw["partial_latency_s"]),
-            "audio_s": sum(s.audio_s for s in ok),
+            "partial_latency_ms": percentiles_ms(raw["partial_latency_s"]), "audio_s": sum(s.audio_s for s in ok),
             "dropped_audio_s": sum(abs(s.audio_s - s.server_audio_s) for s in ok if s.server_audio_s is not None),
             "first_error": next((s.error for s in streams if s.error), None)}
-    if cfg.uploads:
-        log(f"({target.name}) {cfg.uploads} transcription uploads, concurrency {cfg.upload_concurrency}")
-        uploads, wall = await upload_load(target, utts, cfg.uploads, cfg.upload_concurrency)
-        ok = [s for s in uploads if s.ok]
-        models: dict[str, int] = {}
-        for s in ok:
-            key = f"{s.model} ({s.route})"
-            models[key] = models.get(key, 0) + 1
-        res["transcriptions"] = {
-            "uploads": len(uploads), "ok": len(ok), "concurrency": cfg.upload_concurrency,
+
+
+async def workload_uploads(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
+    uploads, wall = await upload_load(target, utts, cfg.uploads, cfg.upload_concurrency)
+    ok = [s for s in uploads if s.ok]
+    models: dict[str, int] = {}
+    for s in ok:
+        models[f"{s.model} ({s.route})"] = models.get(f"{s.model} ({s.route})", 0) + 1
+    return {"uploads": len(uploads), "ok": len(ok), "concurrency": cfg.upload_concurrency,
             "refused": sum(1 for s in uploads if s.status in (429, 503)),
             "errors": sum(1 for s in uploads if not s.ok and s.status not in (429, 503)),
             "latency_ms": percentiles_ms([s.latency_s for s in ok]), "wall_s": wall,
             "uploads_per_s": len(ok) / wall, "audio_s_per_s": sum(s.audio_s for s in ok) / wall, "models": models,
             "first_error": next((s.error for s in uploads if s.error), None)}
-        raw["uploads"] = uploads
-    return res, raw
+
+
+def workloads(cfg: LoadtestConfig) -> list[tuple[str, str, Callable]]:
+    """(report key, what, coroutine) of every workload this configuration runs, in order."""
+    out = [("tts_single", "TTS single requests", workload_tts_single),
+           ("tts_closed_loop", f"TTS closed loop, concurrency {cfg.tts_concurrency}", workload_tts_closed),
+           ("tts_open_loop", f"TTS open loop, {cfg.tts_rate}/s for {cfg.tts_seconds} s", workload_tts_open)]
+    if cfg.long_repeats:
+        out.append(("tts_long_text", f"TTS long text ({len(cfg.long_text)} characters)", workload_tts_long))
+    if cfg.streams:
+        out.append(("streams", f"{cfg.streams} real-time streams for {cfg.stream_seconds} s", workload_streams))
+    if cfg.uploads:
+        out.append(("transcriptions", f"{cfg.uploads} transcription uploads, concurrency {cfg.upload_concurrency}",
+                    workload_uploads))
+    return out
+
+
+async def run_side_by_side(targets: dict[str, Target], cfg: LoadtestConfig, utts: list[Utterance],
+                           log: Callable[[str], None]) -> tuple[dict, dict]:
+    """Each workload on every target, one target after the other (so both see the machine in the same state);
+    returns ({side: results}, {side: raw samples}). The 1-minute load average before and after each run is kept:
+    numbers measured while other processes compete for the CPU are not comparable with a quiet run."""
+    results = {side: {} for side in targets}
+    raw = {side: {} for side in targets}
+    try:
+        for key, what, workload in workloads(cfg):
+            for side, target in targets.items():
+                log(f"({side}) {what}")
+                before = os.getloadavg()[0]
+                results[side][key] = await workload(target, cfg, utts, random.Random(cfg.seed), raw[side])
+                results[side][key]["load_average"] = [round(before, 2), round(os.getloadavg()[0], 2)]
+    finally:
+        for target in targets.values():
+            await target.aclose()
+    return results, raw
 
 
 # ---------------------------------------------------------------- the server process
@@ -411,49 +443,41 @@ def run_loadtest(cfg: LoadtestConfig, serve_config, log: Callable[[str], None] =
                                                                                          serve_config.threads),
                     "config": asdict(cfg), "server": {}, "network": {}, "in_process": {}}
     report["config"]["long_text_characters"] = len(cfg.long_text)
-    raw: dict = {}
-
-    # ---- over the network
-    server = None
-    if cfg.url is None:
-        log("starting `speechtrt serve` (models load once)")
-        server = ServerProcess(serve_config, Path(cfg.cache_dir) / "server.log")
-        url = server.url
-        report["server"] = {"url": url, "started_by_loadtest": True, "argv": server.argv[3:]}
-    else:
-        url = cfg.url
-        report["server"] = {"url": url, "started_by_loadtest": False,
-                            "note": "external server: its configuration is assumed to match the in-process build"}
+    server = state = None
     try:
-        target = make_target(cfg.target, url, api_key=serve_config.effective_api_key,
-                             connections=max(cfg.tts_concurrency, cfg.upload_concurrency) * 2 + 16)
-        report["network"], raw["network"] = asyncio.run(_run(target, cfg, utts, log))
+        if cfg.url is None:
+            log("starting `speechtrt serve` (models load once)")
+            server = ServerProcess(serve_config, Path(cfg.cache_dir) / "server.log")
+            url = server.url
+            report["server"] = {"url": url, "started_by_loadtest": True, "argv": server.argv[3:]}
+        else:
+            url = cfg.url
+            report["server"] = {"url": url, "started_by_loadtest": False, "note": "external server: its "
+                                "configuration is assumed to match the in-process build"}
+        if cfg.in_process or cfg.streams:
+            from speechtrt.serve.state import ServerState
+
+            log("loading the same build in-process")
+            state = ServerState.load(serve_config, log_fn=lambda m: None)
+            state.start()
+        targets = {"network": make_target(cfg.target, url, api_key=serve_config.effective_api_key,
+                                          connections=max(cfg.tts_concurrency, cfg.upload_concurrency) * 2 + 16)}
+        if cfg.in_process:
+            targets["in_process"] = make_target("in-process", state=state)
+        results, raw = asyncio.run(run_side_by_side(targets, cfg, utts, log))
+        report.update(results)
         if server is not None:
             report["server"]["peak_rss_mb"] = server.peak_rss_mb()
             report["server"]["metrics_sample"] = _metrics_summary(url)
-    finally:
-        if server is not None:
-            report["server"].update(server.stop())
-
-    # ---- the same build in-process
-    state = None
-    if cfg.in_process or cfg.streams:
-        from speechtrt.serve.state import ServerState
-
-        log("loading the same build in-process")
-        state = ServerState.load(serve_config, log_fn=lambda m: None)
-        state.start()
-    try:
-        if cfg.in_process:
-            report["in_process"], raw["in_process"] = asyncio.run(_run(make_target("in-process", state=state), cfg,
-                                                                       utts, log))
-            if state.tts and cfg.long_repeats:
-                log("(in-process) TTS long text without streaming")
-                report["in_process"]["tts_long_text"]["unstreamed_ms"] = percentiles_ms(
-                    unstreamed_synthesis(state, cfg.long_text, cfg.long_repeats))
+        if cfg.in_process and state.tts and cfg.long_repeats:
+            log("(in_process) TTS long text without streaming")
+            report["in_process"]["tts_long_text"]["unstreamed_ms"] = percentiles_ms(
+                unstreamed_synthesis(state, cfg.long_text, cfg.long_repeats))
         if cfg.streams and state is not None and state.streams:
             _check_finals(report, raw, utts, state, log)
     finally:
+        if server is not None:
+            report["server"].update(server.stop())
         if state is not None:
             state.stop()
     report["comparison"] = compare(report)
@@ -472,13 +496,6 @@ def unstreamed_synthesis(state, text: str, repeats: int) -> list[float]:
         worker.submit(text).result(600)
         out.append(time.perf_counter() - t0)
     return out
-
-
-async def _run(target: Target, cfg: LoadtestConfig, utts, log):
-    try:
-        return await run_target(target, cfg, utts, log)
-    finally:
-        await target.aclose()
 
 
 def _check_finals(report: dict, raw: dict, utts: list[Utterance], state, log) -> None:
@@ -566,6 +583,18 @@ def _fmt(stats: dict | None, key: str = "p50") -> float | None:
     return None if not stats else stats.get(key)
 
 
+def _load_line(report: dict) -> str:
+    loads = [x for side in ("network", "in_process") for r in report[side].values() if isinstance(r, dict)
+             for x in r.get("load_average", [])]
+    if not loads:
+        return ""
+    cores = report["device"].get("cpu_cores") or 1
+    line = f"- 1-minute load average around the runs: {min(loads):.1f} to {max(loads):.1f} ({cores} cores)"
+    if max(loads) > cores:
+        line += " — **other processes competed for the CPU: latencies are not those of a quiet machine**"
+    return line
+
+
 def render_markdown(report: dict) -> str:
     from speechtrt.reporting import commit_label
 
@@ -577,7 +606,7 @@ def render_markdown(report: dict) -> str:
              f"{report['server'].get('started_by_loadtest')}, peak RSS "
              f"{report['server'].get('peak_rss_mb') or '–'} MB, SIGTERM → exit "
              f"{report['server'].get('drain_and_exit_s', 0):.1f} s, code {report['server'].get('exit_code', '–')})",
-             f"- command: `{report['command']}`", ""]
+             f"- command: `{report['command']}`", _load_line(report), ""]
     rows = []
     for key, label in (("tts_single", "TTS single request"), ("tts_closed_loop", "TTS closed loop"),
                        ("tts_open_loop", "TTS open loop"), ("tts_long_text", "TTS long text")):
