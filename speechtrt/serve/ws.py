@@ -104,8 +104,9 @@ def decode_frame(data: bytes, encoding: str) -> np.ndarray:
 
 async def _receive(ws: WebSocket, idle_s: float) -> dict:
     try:
-        message = await asyncio.wait_for(ws.receive(), idle_s)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(idle_s):  # a timer on this task, not a task per message as wait_for makes
+            message = await ws.receive()
+    except TimeoutError:
         raise limit_exceeded("stream_idle_s", idle_s, f"nothing received for {idle_s:g} s") from None
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
