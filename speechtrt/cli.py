@@ -29,8 +29,8 @@ app = typer.Typer(
 )
 
 # Command modules, in the order of the pipeline. Each defines ``register(app)``.
-COMMAND_MODULES = ("export", "data", "calibrate", "build", "bench", "profile", "train", "eval", "stream", "triton",
-                   "gpu-report")
+COMMAND_MODULES = ("export", "data", "calibrate", "build", "bench", "profile", "train", "eval", "stream", "serve",
+                   "loadtest", "triton", "gpu-report")
 
 for _name in COMMAND_MODULES:
     try:

@@ -19,17 +19,22 @@ scheduler carries the resulting :class:`TextPart` to the encoder.
   (:func:`speechtrt.models.text.tts_tokens`);
 * text longer than one slot holds (``max_text`` tokens, or more frames than ``max_frames``) is split at sentence
   boundaries into parts decoded as separate requests and concatenated; with ``long_text="refuse"``, or when a single
-  sentence is still too long, it is refused with the maximum stated.
+  sentence is still too long, it is refused with the maximum stated;
+* ``submit(..., split="sentences")`` cuts at every sentence boundary instead, and ``lead_chars`` also cuts a short
+  lead off the first sentence (:func:`lead_split`; a streaming caller hears it as soon as it is vocoded);
+  ``on_part`` is called with each part's audio as it is ready.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,7 +49,9 @@ from speechtrt.runtime.runner import TORCH_DTYPES, Runner, RunnerDecoderStep
 from speechtrt.runtime.scheduler import DecodeRequest, Scheduler, SchedulerConfig
 from speechtrt.vocab import check_backend, check_precision
 
+_log = logging.getLogger("speechtrt.tts")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+_CLAUSE_END = re.compile(r"(?<=[,:])\s+")
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,7 @@ class TTSHandle:
     parts: list[DecodeRequest]
     submitted_at: float
     future: Future = field(default_factory=Future)
+    on_part: "Callable[[int, np.ndarray], None] | None" = None  # (part index, audio [samples]) on the vocoder thread
     _audio: dict = field(default_factory=dict)  # part index -> (mel, audio)
     _pending_parts: int = 0
 
@@ -113,6 +121,19 @@ class TTSHandle:
 
     def result(self, timeout: float | None = None) -> TTSResult:
         return self.future.result(timeout)
+
+
+def lead_split(sentence: str, lead_chars: int) -> list[str]:
+    """``[lead, rest]``: the sentence cut at its first word boundary at or after ``lead_chars`` characters (at a clause
+    boundary, ``,`` or ``:``, when one comes before twice that), or ``[sentence]`` when nothing would be left. The
+    first part of a streamed request is its lead: parts decode concurrently, so a short lead is heard first."""
+    clause = next((m.start() for m in _CLAUSE_END.finditer(sentence) if lead_chars <= m.start() <= 2 * lead_chars),
+                  None)
+    word = next((i for i in range(lead_chars, len(sentence)) if sentence[i] == " "), None)
+    cut = clause if clause is not None else word
+    if cut is None or not sentence[cut:].strip():
+        return [sentence]
+    return [sentence[:cut], sentence[cut:].lstrip()]
 
 
 def split_text(text: str, max_chars: int) -> list[str]:
@@ -187,8 +208,11 @@ class TTSService:
         frames = rule.frames_for_text(n_chars) if rule else 1
         return n_chars <= self.pool.shape.max_text and frames <= self.pool.shape.max_frames
 
-    def _parts_of(self, text: str, n_frames: int | None = None) -> list[str]:
+    def _parts_of(self, text: str, n_frames: int | None = None, split: str = "fit",
+                  lead_chars: int | None = None) -> list[str]:
         """The normalised text cut into parts one slot holds (see the module docstring)."""
+        if split not in ("fit", "sentences"):
+            raise InputError(f"split must be 'fit' or 'sentences', got {split!r}")
         if not isinstance(text, str):
             raise InputError(f"text must be a string, got {type(text).__name__}")
         norm = self.tokenizer.normalize(text)
@@ -196,22 +220,31 @@ class TTSService:
             raise InputError("text is empty (or only whitespace): give at least one character to synthesize")
         if n_frames is not None:  # an explicit length is one request; the scheduler refuses it if it cannot fit
             return [norm]
-        if self._fits(len(norm)) and self._fits(len(text)):
+        sentences = _SENTENCE_END.split(norm) if split == "sentences" else [norm]
+        if split == "sentences" and lead_chars:
+            sentences = lead_split(sentences[0], lead_chars) + sentences[1:]
+        if len(sentences) == 1 and self._fits(len(norm)) and self._fits(len(text)):
             return [norm]
         max_chars = next((c for c in range(self.pool.shape.max_text, 0, -1) if self._fits(c)), 0)
         if self.config.long_text == "refuse" or max_chars == 0:
             raise InputError(f"text has {len(norm)} characters; the maximum per request is {max_chars} "
                              f"({self.pool.shape.max_text} tokens, {self.pool.shape.max_frames} frames); "
                              "shorten it or allow splitting at sentence boundaries")
+        if split == "sentences":
+            return [part for sentence in sentences for part in split_text(sentence, max_chars)]
         return split_text(norm, max_chars)
 
-    def submit(self, text: str, n_frames: int | None = None, request_id: str | None = None) -> TTSHandle:
+    def submit(self, text: str, n_frames: int | None = None, request_id: str | None = None, *,
+               split: str = "fit", lead_chars: int | None = None,
+               on_part: Callable[[int, np.ndarray], None] | None = None) -> TTSHandle:
         """Queue ``text``; returns a handle whose ``result()`` is a :class:`TTSResult`.
 
-        ``n_frames`` overrides the frame rule for a single-part text. Raises InputError for bad text and
-        CapacityError when the queue cannot take every part.
+        ``n_frames`` overrides the frame rule for a single-part text. ``split="sentences"`` makes every sentence its
+        own part, and with ``lead_chars`` the first sentence's lead (:func:`lead_split`) a part of its own;
+        ``on_part(index, audio)`` is called (on the vocoder thread, parts in any order) as each part's audio is
+        ready. Raises InputError for bad text and CapacityError when the queue cannot take every part.
         """
-        parts_text = self._parts_of(text, n_frames)
+        parts_text = self._parts_of(text, n_frames, split, lead_chars)
         tokens = [tuple(self.tokenizer.tokens(part)) for part in parts_text]  # unsupported characters → InputError
         with self._lock:
             if self.scheduler.num_queued + len(parts_text) > self.config.max_queue:
@@ -222,7 +255,7 @@ class TTSService:
                 self._next_id += 1
             if request_id in self._handles:
                 raise InputError(f"request id {request_id!r} is already in flight")
-            handle = TTSHandle(request_id, text, [], time.perf_counter())
+            handle = TTSHandle(request_id, text, [], time.perf_counter(), on_part=on_part)
             for i, part in enumerate(parts_text):
                 if len(parts_text) == 1:  # the seed's rule counts the characters of the text as given
                     frames = n_frames if n_frames is not None else self.frames_for(text)
@@ -249,6 +282,18 @@ class TTSService:
             self._handles.pop(request_id, None)
             handle.future.cancel()
             return True
+
+    def abort_all(self, exc: BaseException) -> int:
+        """Cancel every request in flight; their futures raise ``exc`` (a failed step must not strand them)."""
+        with self._lock:
+            handles = list(self._handles.values())
+            for handle in handles:
+                for req in handle.parts:
+                    self.scheduler.cancel(req.request_id)
+                if not handle.future.done():
+                    handle.future.set_exception(exc)
+            self._handles.clear()
+        return len(handles)
 
     # ---- the loop
 
@@ -371,8 +416,15 @@ class TTSService:
             raise
         for j, req in enumerate(reqs):
             handle, index = req.payload.handle, req.payload.index
+            if handle.future.cancelled():
+                continue
             handle._audio[index] = (mel_np[j], audio_np[j], req.finish_reason)
             handle._pending_parts -= 1
+            if handle.on_part is not None:
+                try:
+                    handle.on_part(index, audio_np[j])
+                except Exception:  # a listener that went away must not stall the other parts and requests
+                    _log.exception("on_part listener of %s failed", handle.request_id)
             if handle._pending_parts == 0 and not handle.future.done():
                 self._complete(handle)
 

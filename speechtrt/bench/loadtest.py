@@ -1,0 +1,673 @@
+"""``speechtrt loadtest``: real network clients against a running server, beside the same build driven in-process.
+
+Workloads (each is a coroutine over a :class:`Target`, so the network client and the in-process client run the very
+same code):
+
+* **TTS single** — one request at a time (the server's overhead on a single request);
+* **TTS closed loop** — ``concurrency`` clients, each sending its next request when the last one finished;
+* **TTS open loop** — Poisson arrivals at ``rate`` requests/s for ``seconds`` (queueing shows, refusals count);
+* **TTS long text** — a ~300-character text: time to first audio against the whole synthesis;
+* **streams** — ``streams`` real-time WebSocket clients playing espeak-ng utterances in several accents, with
+  irregular chunk sizes and network jitter, joining and leaving; partial latency, finals against the offline
+  transcript of the same audio, audio the server did not account for;
+* **transcriptions** — uploads of the same utterances at ``upload_concurrency``, routed by their dialect.
+
+Targets (:mod:`speechtrt.bench.load_clients`): ``serve`` (httpx + websockets against ``speechtrt serve``, started
+here as a subprocess unless ``url`` is given) and ``in-process`` (the same TTS workers, batchers and stream engine
+built from the same :class:`~speechtrt.serve.config.ServeConfig`, no HTTP). Each workload runs on the network and
+then in-process, back to back, so both see the machine in the same state; the load average around each run is
+recorded, because numbers taken while other processes compete for the CPU do not compare with a quiet run. ``triton`` is the seam for a KServe
+client (another :class:`~speechtrt.bench.load_clients.Target`). Percentiles are p50/p95/p99 in milliseconds; the report records environment, versions and
+commit, and writes ``loadtest.json``, ``loadtest.md`` and two PNGs.
+
+Definitions: time to first audio = request sent → first audio bytes received (the ``pcm`` format, no header);
+inter-chunk gap = time between received chunks, reads closer than 1 ms apart counting as one chunk; partial
+latency = the send of the audio frame that completed a model chunk → the partial covering it received; dropped
+audio = audio sent minus audio the server reports in the final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from speechtrt.bench.load_clients import (TARGETS, Refused, SpeechSample, StreamSample, Target, UploadSample,
+                                          make_target)
+from speechtrt.errors import InputError, SpeechTRTError
+from speechtrt.models.audio import FEATURES, encode_audio, espeak_speech, read_audio
+from speechtrt.reporting import environment, markdown_table, write_json, write_text
+
+LONG_TEXT = ("In the beginning was the Word, and the Word was with God, and the Word was God. The same was in the "
+             "beginning with God. All things were made by him; and without him was not any thing made that was made. "
+             "In him was life; and the life was the light of men. And the light shineth in the darkness still.")
+"""About 300 characters in six sentences (the long-text time-to-first-audio target)."""
+
+UTTERANCE_TEXTS = (
+    "Hello world!", "Good morning, how are you today?", "The quick brown fox jumps over the lazy dog.",
+    "To be or not to be, that is the question.", "In a hole in the ground there lived a hobbit.",
+    "Four score and seven years ago our fathers brought forth a new nation.",
+)
+UTTERANCE_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-us-nyc", "en-gb-x-rp", "en-gb-x-gbclan")
+
+ISSUE_TARGETS = {
+    "stream_partial_p95_ms": 100.0,  # at 64 concurrent real-time streams
+    "tts_throughput_vs_in_process": 0.80,  # HTTP at concurrency 8, same run
+    # TTFA p50 of a 300-character text over its full synthesis time, read two ways: the last byte of the same
+    # streamed request, and the whole text synthesized without streaming (what a non-streaming server returns)
+    "long_text_ttfa_vs_streamed_total": 0.40,
+    "long_text_ttfa_vs_unstreamed_synthesis": 0.40,
+    "single_request_overhead": 0.10,  # HTTP vs in-process, same text
+}
+
+
+@dataclass(frozen=True)
+class LoadtestConfig:
+    target: str = "serve"
+    url: str | None = None  # a running server; None: start `speechtrt serve` with ``serve``'s configuration
+    in_process: bool = True
+    tts_text: str = "Storm warning issued for the coast as winds build."  # the bench headline (50 characters)
+    tts_single_repeats: int = 5
+    tts_concurrency: int = 8
+    tts_requests: int = 24  # closed loop, in total
+    tts_rate: float = 1.0  # open loop, requests/s
+    tts_seconds: float = 10.0  # open loop duration
+    long_text: str = LONG_TEXT
+    long_repeats: int = 3
+    streams: int = 64
+    stream_seconds: float = 10.0
+    chunk_ms: float = 160.0  # mean client chunk (irregular: 0.5x .. 1.5x), as `speechtrt stream` sends
+    jitter_ms: float = 20.0
+    utterances: int = 12
+    uploads: int = 16
+    upload_concurrency: int = 4
+    out_dir: str = "reports"
+    cache_dir: str = "tmp/cache/loadtest"
+    seed: int = 0
+    quick: bool = False
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise InputError(f"unknown --target {self.target!r}: choose one of {', '.join(TARGETS)}")
+        for name in ("tts_concurrency", "tts_requests", "streams", "utterances", "uploads", "upload_concurrency"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name}={getattr(self, name)} must be >= 0")
+
+
+def quick(cfg: LoadtestConfig) -> LoadtestConfig:
+    """A smoke-test sized run (seconds, not minutes): short texts, few requests and streams."""
+    return replace(cfg, tts_text="Storm warning issued.", long_text=LONG_TEXT[:LONG_TEXT.index("The same")].strip(),
+                   tts_single_repeats=2, tts_concurrency=min(cfg.tts_concurrency, 4), tts_requests=4,
+                   tts_rate=1.0, tts_seconds=2.0, long_repeats=1, streams=min(cfg.streams, 4), stream_seconds=2.0,
+                   utterances=min(cfg.utterances, 4), uploads=4, upload_concurrency=2, quick=True)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def percentiles_ms(seconds) -> dict | None:
+    x = np.asarray([s for s in seconds if s is not None], dtype=np.float64) * 1e3
+    if x.size == 0:
+        return None
+    return {"n": int(x.size), "p50": float(np.percentile(x, 50)), "p95": float(np.percentile(x, 95)),
+            "p99": float(np.percentile(x, 99)), "mean": float(x.mean()), "max": float(x.max())}
+
+
+# ---------------------------------------------------------------- workloads
+
+
+async def tts_single(target: Target, text: str, repeats: int) -> list[SpeechSample]:
+    await target.speech(text)  # warm-up (connection, first request)
+    return [await target.speech(text) for _ in range(repeats)]
+
+
+async def tts_closed_loop(target: Target, text: str, concurrency: int, requests: int):
+    """``concurrency`` clients share ``requests``; returns (samples, wall seconds)."""
+    left = [requests]
+    samples: list[SpeechSample] = []
+
+    async def client():
+        while left[0] > 0:
+            left[0] -= 1
+            samples.append(await target.speech(text))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(max(1, concurrency))))
+    return samples, time.perf_counter() - t0
+
+
+async def tts_open_loop(target: Target, text: str, rate: float, seconds: float, rng: random.Random):
+    """Poisson arrivals at ``rate``/s for ``seconds`` (each request on its own task); returns (samples, wall s)."""
+    tasks = []
+    t0 = time.perf_counter()
+    t = rng.expovariate(rate)
+    while t < seconds:
+        await asyncio.sleep(max(0.0, t0 + t - time.perf_counter()))
+        tasks.append(asyncio.create_task(target.speech(text)))
+        t += rng.expovariate(rate)
+    samples = list(await asyncio.gather(*tasks))
+    return samples, time.perf_counter() - t0
+
+
+@dataclass(frozen=True)
+class Utterance:
+    samples: np.ndarray  # float32 [N] at 16 kHz
+    text: str
+    dialect: str
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / FEATURES.sample_rate
+
+
+def accented_utterances(count: int, cache_dir: str | Path) -> list[Utterance]:
+    """``count`` espeak-ng utterances (texts × accents), cached as 16 kHz WAVs."""
+    cache = Path(cache_dir) / "utterances"
+    cache.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(count):
+        text, voice = UTTERANCE_TEXTS[i % len(UTTERANCE_TEXTS)], UTTERANCE_VOICES[i % len(UTTERANCE_VOICES)]
+        rate = 150 + 15 * (i % 3)
+        path = cache / f"{i:03d}-{voice}-{rate}.wav"
+        if path.is_file():
+            samples, _ = read_audio(path)
+        else:
+            samples = espeak_speech(text, voice=voice, rate=rate)
+            path.write_bytes(encode_audio(samples, FEATURES.sample_rate, "wav"))
+            samples, _ = read_audio(path)  # what the file holds (16-bit), the same audio every run
+        out.append(Utterance(samples.astype(np.float32), text, voice))
+    return out
+
+
+async def stream_load(target: Target, utts: list[Utterance], streams: int, seconds: float, chunk_ms: float,
+                      jitter_ms: float, rng: random.Random):
+    """``streams`` real-time clients for ``seconds``; returns (samples, refusals, wall seconds)."""
+    samples: list[StreamSample] = []
+    refusals: list[str] = []
+    t_end = time.perf_counter() + seconds
+    chunk = chunk_ms / 1000 * FEATURES.sample_rate
+
+    async def client(c: int):
+        local = random.Random(rng.random())
+        await asyncio.sleep(local.uniform(0, min(1.0, seconds / 4)))  # stagger the joins
+        k = c
+        while time.perf_counter() < t_end:
+            utt_i = k % len(utts)
+            utt = utts[utt_i]
+            k += streams
+            try:
+                s = await target.open_stream(utt.dialect)
+            except Refused as exc:
+                refusals.append(str(exc.status))
+                await asyncio.sleep(0.2)
+                continue
+            except Exception as exc:
+                samples.append(StreamSample(False, "error", utt_i, error=f"{type(exc).__name__}: {exc}"))
+                await asyncio.sleep(0.2)
+                continue
+            t0, pos, x = time.perf_counter(), 0, utt.samples
+            try:
+                while pos < len(x):
+                    n = max(160, int(chunk * local.uniform(0.5, 1.5)))
+                    piece = x[pos: pos + n]
+                    pos += len(piece)
+                    due = t0 + pos / FEATURES.sample_rate + local.uniform(0, jitter_ms / 1000)
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    await s.send(piece)
+                final, server_s = await s.finish()
+                samples.append(StreamSample(True, "ok", utt_i, final, s.partial_latencies(), utt.seconds, server_s))
+            except Exception as exc:
+                samples.append(StreamSample(False, "error", utt_i, error=f"{type(exc).__name__}: {exc}"))
+                await s.abort()
+            await asyncio.sleep(local.uniform(0.05, 0.3))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(streams)))
+    return samples, refusals, time.perf_counter() - t0
+
+
+async def upload_load(target: Target, utts: list[Utterance], count: int, concurrency: int):
+    """``count`` uploads (16-bit WAVs of the utterances) by ``concurrency`` clients; returns (samples, wall s)."""
+    wavs = [encode_audio(u.samples, FEATURES.sample_rate, "wav") for u in utts]
+    left = list(range(count))
+    samples: list[UploadSample] = []
+
+    async def client():
+        while left:
+            i = left.pop() % len(utts)
+            s = await target.transcribe(wavs[i], utts[i].dialect)
+            s.audio_s = utts[i].seconds
+            samples.append(s)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(max(1, concurrency))))
+    return samples, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- one target, every workload
+
+
+def _speech_stats(samples: list[SpeechSample], wall_s: float | None = None) -> dict:
+    ok = [s for s in samples if s.ok]
+    out = {"requests": len(samples), "ok": len(ok),
+           "refused": sum(1 for s in samples if s.status in (429, 503, "capacity")),
+           "errors": sum(1 for s in samples if not s.ok and s.status not in (429, 503, "capacity")),
+           "latency_ms": percentiles_ms([s.latency_s for s in ok]),
+           "ttfa_ms": percentiles_ms([s.ttfa_s for s in ok]),
+           "inter_chunk_gap_ms": percentiles_ms([g for s in ok for g in s.gaps_s])}
+    if wall_s:
+        out.update(wall_s=wall_s, requests_per_s=len(ok) / wall_s,
+                   audio_s_per_s=sum(s.audio_s for s in ok) / wall_s)
+    first_error = next((s.error for s in samples if s.error), None)
+    if first_error:
+        out["first_error"] = first_error
+    return out
+
+
+async def workload_tts_single(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
+    return _speech_stats(await tts_single(target, cfg.tts_text, cfg.tts_single_repeats))
+
+
+async def workload_tts_closed(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
+    closed, wall = await tts_closed_loop(target, cfg.tts_text, cfg.tts_concurrency, cfg.tts_requests)
+    raw["tts_latency_s"] = [s.latency_s for s in closed if s.ok]
+    raw["tts_ttfa_s"] = [s.ttfa_s for s in closed if s.ok]
+    return {"concurrency": cfg.tts_concurrency, **_speech_stats(closed, wall)}
+
+
+async def workload_tts_open(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
+    opened, wall = await tts_open_loop(target, cfg.tts_text, cfg.tts_rate, cfg.tts_seconds, rng)
+    return {"rate_per_s": cfg.tts_rate, "seconds": cfg.tts_seconds, **_speech_stats(opened, wall)}
+
+
+async def workload_tts_long(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
+    stats = _speech_stats([await target.speech(cfg.long_text) for _ in range(cfg.long_repeats)])
+    if stats["ttfa_ms"] and stats["latency_ms"]:
+        stats["ttfa_over_synthesis_p50"] = stats["ttfa_ms"]["p50"] / stats["latency_ms"]["p50"]
+    return {"characters": len(cfg.long_text), **stats}
+
+
+async def workload_streams(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
+    streams, refusals, wall = await stream_load(target, utts, cfg.streams, cfg.stream_seconds, cfg.chunk_ms,
+                                                cfg.jitter_ms, rng)
+    raw["partial_latency_s"] = [x for s in streams if s.ok for x in s.partial_latencies_s]
+    raw["stream_samples"] = streams
+    ok = [s for s in streams if s.ok]
+    return {"clients": cfg.streams, "seconds": cfg.stream_seconds, "wall_s": wall, "streams": len(streams),
+            "ok": len(ok), "errors": len(streams) - len(ok), "refused": len(refusals),
+            "partial_latency_ms": percentiles_ms(raw["partial_latency_s"]), "audio_s": sum(s.audio_s for s in ok),
+            "dropped_audio_s": sum(abs(s.audio_s - s.server_audio_s) for s in ok if s.server_audio_s is not None),
+            "first_error": next((s.error for s in streams if s.error), None)}
+
+
+async def workload_uploads(target: Target, cfg: LoadtestConfig, utts, rng, raw: dict) -> dict:
+    uploads, wall = await upload_load(target, utts, cfg.uploads, cfg.upload_concurrency)
+    ok = [s for s in uploads if s.ok]
+    models: dict[str, int] = {}
+    for s in ok:
+        models[f"{s.model} ({s.route})"] = models.get(f"{s.model} ({s.route})", 0) + 1
+    return {"uploads": len(uploads), "ok": len(ok), "concurrency": cfg.upload_concurrency,
+            "refused": sum(1 for s in uploads if s.status in (429, 503)),
+            "errors": sum(1 for s in uploads if not s.ok and s.status not in (429, 503)),
+            "latency_ms": percentiles_ms([s.latency_s for s in ok]), "wall_s": wall,
+            "uploads_per_s": len(ok) / wall, "audio_s_per_s": sum(s.audio_s for s in ok) / wall, "models": models,
+            "first_error": next((s.error for s in uploads if s.error), None)}
+
+
+def workloads(cfg: LoadtestConfig) -> list[tuple[str, str, Callable]]:
+    """(report key, what, coroutine) of every workload this configuration runs, in order."""
+    out = [("tts_single", "TTS single requests", workload_tts_single),
+           ("tts_closed_loop", f"TTS closed loop, concurrency {cfg.tts_concurrency}", workload_tts_closed),
+           ("tts_open_loop", f"TTS open loop, {cfg.tts_rate}/s for {cfg.tts_seconds} s", workload_tts_open)]
+    if cfg.long_repeats:
+        out.append(("tts_long_text", f"TTS long text ({len(cfg.long_text)} characters)", workload_tts_long))
+    if cfg.streams:
+        out.append(("streams", f"{cfg.streams} real-time streams for {cfg.stream_seconds} s", workload_streams))
+    if cfg.uploads:
+        out.append(("transcriptions", f"{cfg.uploads} transcription uploads, concurrency {cfg.upload_concurrency}",
+                    workload_uploads))
+    return out
+
+
+async def run_side_by_side(targets: dict[str, Target], cfg: LoadtestConfig, utts: list[Utterance],
+                           log: Callable[[str], None]) -> tuple[dict, dict]:
+    """Each workload on every target, one target after the other (so both see the machine in the same state);
+    returns ({side: results}, {side: raw samples}). The 1-minute load average before and after each run is kept:
+    numbers measured while other processes compete for the CPU are not comparable with a quiet run."""
+    results = {side: {} for side in targets}
+    raw = {side: {} for side in targets}
+    try:
+        for key, what, workload in workloads(cfg):
+            for side, target in targets.items():
+                log(f"({side}) {what}")
+                before = os.getloadavg()[0]
+                results[side][key] = await workload(target, cfg, utts, random.Random(cfg.seed), raw[side])
+                results[side][key]["load_average"] = [round(before, 2), round(os.getloadavg()[0], 2)]
+    finally:
+        for target in targets.values():
+            await target.aclose()
+    return results, raw
+
+
+# ---------------------------------------------------------------- the server process
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``speechtrt serve`` in a subprocess with the given configuration; SIGTERM (drain) to stop."""
+
+    def __init__(self, serve_config, log_path: Path, ready_timeout_s: float = 600.0):
+        from speechtrt.commands.serve import argv_for
+
+        self.config = replace(serve_config, port=serve_config.port or free_port(serve_config.host))
+        self.url = f"http://{self.config.host}:{self.config.port}"
+        self.argv = [sys.executable, "-m", "speechtrt.cli", "serve", *argv_for(self.config), "--log-level",
+                     "warning"]
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        env = dict(os.environ)
+        if self.config.api_key:
+            env["SPEECHTRT_API_KEY"] = self.config.api_key
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self._wait_ready(ready_timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SpeechTRTError(f"the server exited with {self.proc.returncode} before it was ready; its log: "
+                                     f"{self.log_path}: {self.log_path.read_text()[-600:]}")
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.proc.kill()
+        raise SpeechTRTError(f"the server was not ready within {timeout_s:.0f} s; its log: {self.log_path}")
+
+    def peak_rss_mb(self) -> float | None:
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def stop(self, timeout_s: float = 60.0) -> dict:
+        """SIGTERM, wait for the drain; returns exit code and seconds to exit."""
+        t0 = time.perf_counter()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log.close()
+        return {"exit_code": code, "drain_and_exit_s": time.perf_counter() - t0}
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_loadtest(cfg: LoadtestConfig, serve_config, log: Callable[[str], None] = print, command: str = "") -> dict:
+    """Run every workload over the network and in-process; write the report into ``cfg.out_dir``."""
+    from speechtrt.files import check_writable
+
+    if cfg.quick:
+        cfg = quick(cfg)
+    out = check_writable(cfg.out_dir, "--out")
+    if cfg.target != "serve":
+        make_target(cfg.target)  # a target this build has no client for is refused before any work
+    utts = accented_utterances(cfg.utterances, cfg.cache_dir) if (cfg.streams or cfg.uploads) else []
+    report: dict = {"format": "speechtrt-loadtest/1", "command": command, **environment(serve_config.device,
+                                                                                         serve_config.threads),
+                    "config": asdict(cfg), "server": {}, "network": {}, "in_process": {}}
+    report["config"]["long_text_characters"] = len(cfg.long_text)
+    server = state = None
+    try:
+        if cfg.url is None:
+            log("starting `speechtrt serve` (models load once)")
+            server = ServerProcess(serve_config, Path(cfg.cache_dir) / "server.log")
+            url = server.url
+            report["server"] = {"url": url, "started_by_loadtest": True, "argv": server.argv[3:]}
+        else:
+            url = cfg.url
+            report["server"] = {"url": url, "started_by_loadtest": False, "note": "external server: its "
+                                "configuration is assumed to match the in-process build"}
+        if cfg.in_process or cfg.streams:
+            from speechtrt.serve.state import ServerState
+
+            log("loading the same build in-process")
+            state = ServerState.load(serve_config, log_fn=lambda m: None)
+            state.start()
+        targets = {"network": make_target(cfg.target, url, api_key=serve_config.effective_api_key,
+                                          connections=max(cfg.tts_concurrency, cfg.upload_concurrency) * 2 + 16)}
+        if cfg.in_process:
+            targets["in_process"] = make_target("in-process", state=state)
+        results, raw = asyncio.run(run_side_by_side(targets, cfg, utts, log))
+        report.update(results)
+        if server is not None:
+            report["server"]["peak_rss_mb"] = server.peak_rss_mb()
+            report["server"]["metrics_sample"] = _metrics_summary(url)
+        if cfg.in_process and state.tts and cfg.long_repeats:
+            log("(in_process) TTS long text without streaming")
+            report["in_process"]["tts_long_text"]["unstreamed_ms"] = percentiles_ms(
+                unstreamed_synthesis(state, cfg.long_text, cfg.long_repeats))
+        if cfg.streams and state is not None and state.streams:
+            _check_finals(report, raw, utts, state, log)
+    finally:
+        if server is not None:
+            report["server"].update(server.stop())
+        if state is not None:
+            state.stop()
+    report["comparison"] = compare(report)
+    paths = write_report(report, raw, out)
+    report["files"] = [str(p) for p in paths]
+    return report
+
+
+def unstreamed_synthesis(state, text: str, repeats: int) -> list[float]:
+    """Seconds to synthesize ``text`` whole (parts packed to fill slots, no streaming), as a non-streaming server
+    would before its first byte."""
+    worker = next(iter(state.tts.values()))
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        worker.submit(text).result(600)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _check_finals(report: dict, raw: dict, utts: list[Utterance], state, log) -> None:
+    """Each stream's final against the offline transcript of the same model on the same audio."""
+    asr = next(iter(state.streams.values()))
+    reference = {i: asr.offline_text(u.samples) for i, u in enumerate(utts)}
+    for side in ("network", "in_process"):
+        samples = raw.get(side, {}).get("stream_samples")
+        if not samples or "streams" not in report[side]:
+            continue
+        ok = [s for s in samples if s.ok]
+        same = sum(s.final == reference[s.utterance] for s in ok)
+        report[side]["streams"]["finals_equal_offline"] = same / len(ok) if ok else None
+        report[side]["streams"]["finals_checked"] = len(ok)
+        log(f"({side}) finals equal to offline: {same}/{len(ok)}")
+
+
+def _metrics_summary(url: str) -> dict:
+    """A few counters from the server's own /metrics after the run (what Prometheus would have seen)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(url + "/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    out: dict = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name in ("speechtrt_requests", "speechtrt_refused", "speechtrt_degraded", "speechtrt_routed"):
+            for s in fam.samples:
+                if s.name.endswith("_total"):
+                    key = fam.name.removeprefix("speechtrt_") + "{" + ",".join(f"{k}={v}" for k, v in
+                                                                               sorted(s.labels.items())) + "}"
+                    out[key] = s.value
+        if fam.name == "speechtrt_batch_size":
+            for s in fam.samples:
+                if s.name.endswith(("_sum", "_count")):
+                    out[f"batch_size{s.name.removeprefix('speechtrt_batch_size')}{{{s.labels['service']}}}"] = s.value
+    return out
+
+
+def _get(d: dict, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or d.get(k) is None:
+            return None
+        d = d[k]
+    return d
+
+
+def compare(report: dict) -> dict:
+    """Network against in-process, and the issue's targets (met / missed / not measured)."""
+    net, loc = report["network"], report["in_process"]
+    out: dict = {}
+    a, b = _get(net, "tts_single", "latency_ms", "p50"), _get(loc, "tts_single", "latency_ms", "p50")
+    out["single_request_overhead"] = (a / b - 1) if a and b else None
+    a, b = _get(net, "tts_closed_loop", "audio_s_per_s"), _get(loc, "tts_closed_loop", "audio_s_per_s")
+    out["tts_throughput_vs_in_process"] = a / b if a and b else None
+    out["long_text_ttfa_vs_streamed_total"] = _get(net, "tts_long_text", "ttfa_over_synthesis_p50")
+    a, b = _get(net, "tts_long_text", "ttfa_ms", "p50"), _get(loc, "tts_long_text", "unstreamed_ms", "p50")
+    out["long_text_ttfa_vs_unstreamed_synthesis"] = a / b if a and b else None
+    out["stream_partial_p95_ms"] = _get(net, "streams", "partial_latency_ms", "p95")
+    targets = {}
+    for name, limit in ISSUE_TARGETS.items():
+        v = out.get(name)
+        higher_is_better = name == "tts_throughput_vs_in_process"
+        met = None if v is None else (v >= limit if higher_is_better else v <= limit)
+        targets[name] = {"value": v, "target": limit, "met": met}
+    streams = net.get("streams") or {}
+    targets["stream_finals_equal_offline"] = {"value": streams.get("finals_equal_offline"), "target": 1.0,
+                                              "met": None if streams.get("finals_equal_offline") is None
+                                              else streams["finals_equal_offline"] == 1.0}
+    targets["stream_dropped_audio_s"] = {"value": streams.get("dropped_audio_s"), "target": 0.0,
+                                         "met": None if streams.get("dropped_audio_s") is None
+                                         else streams["dropped_audio_s"] < 1e-3}
+    out["targets"] = targets
+    out["note"] = (f"targets are stated for 64 streams and TTS concurrency 8; this run used "
+                   f"{report['config']['streams']} streams and concurrency {report['config']['tts_concurrency']}")
+    return out
+
+
+# ---------------------------------------------------------------- report files
+
+
+def _fmt(stats: dict | None, key: str = "p50") -> float | None:
+    return None if not stats else stats.get(key)
+
+
+def _load_line(report: dict) -> str:
+    loads = [x for side in ("network", "in_process") for r in report[side].values() if isinstance(r, dict)
+             for x in r.get("load_average", [])]
+    if not loads:
+        return ""
+    cores = report["device"].get("cpu_cores") or 1
+    line = f"- 1-minute load average around the runs: {min(loads):.1f} to {max(loads):.1f} ({cores} cores)"
+    if max(loads) > cores:
+        line += " — **other processes competed for the CPU: latencies are not those of a quiet machine**"
+    return line
+
+
+def render_markdown(report: dict) -> str:
+    from speechtrt.reporting import commit_label
+
+    net, loc, cmp = report["network"], report["in_process"], report["comparison"]
+    dev = report["device"]["summary"]
+    lines = ["# Load test: `speechtrt serve` over the network vs the same build in-process", "",
+             f"- device: {dev}", f"- commit: {commit_label(report['commit'])}",
+             f"- server: {report['server'].get('url')} (started by the load test: "
+             f"{report['server'].get('started_by_loadtest')}, peak RSS "
+             f"{report['server'].get('peak_rss_mb') or '–'} MB, SIGTERM → exit "
+             f"{report['server'].get('drain_and_exit_s', 0):.1f} s, code {report['server'].get('exit_code', '–')})",
+             f"- command: `{report['command']}`", _load_line(report), ""]
+    rows = []
+    for key, label in (("tts_single", "TTS single request"), ("tts_closed_loop", "TTS closed loop"),
+                       ("tts_open_loop", "TTS open loop"), ("tts_long_text", "TTS long text")):
+        for side, d in (("network", net), ("in-process", loc)):
+            s = d.get(key)
+            if not s:
+                continue
+            rows.append([label, side, s["ok"], s["refused"], s["errors"], _fmt(s["ttfa_ms"]),
+                         _fmt(s["ttfa_ms"], "p95"), _fmt(s["latency_ms"]), _fmt(s["latency_ms"], "p95"),
+                         _fmt(s["latency_ms"], "p99"), _fmt(s["inter_chunk_gap_ms"], "p95"),
+                         s.get("requests_per_s"), s.get("audio_s_per_s")])
+    lines += ["## TTS (`POST /v1/audio/speech`, pcm)", "", markdown_table(
+        ["workload", "target", "ok", "refused", "errors", "TTFA p50 ms", "TTFA p95 ms", "latency p50 ms",
+         "p95 ms", "p99 ms", "gap p95 ms", "req/s", "audio s/s"], rows), ""]
+    rows = []
+    for side, d in (("network", net), ("in-process", loc)):
+        s = d.get("streams")
+        if s:
+            lat = s["partial_latency_ms"] or {}
+            rows.append([side, s["clients"], s["streams"], s["refused"], s["errors"], lat.get("p50"), lat.get("p95"),
+                         lat.get("p99"), s.get("finals_equal_offline"), s["dropped_audio_s"]])
+    if rows:
+        lines += ["## Streaming ASR (`WS /v1/stream`, real-time clients)", "", markdown_table(
+            ["target", "clients", "streams", "refused", "errors", "partial p50 ms", "p95 ms", "p99 ms",
+             "finals == offline", "dropped audio s"], rows), ""]
+    rows = []
+    for side, d in (("network", net), ("in-process", loc)):
+        s = d.get("transcriptions")
+        if s:
+            lat = s["latency_ms"] or {}
+            models = ", ".join(f"{k}: {v}" for k, v in s["models"].items())
+            rows.append([side, s["ok"], s["refused"], s["errors"], lat.get("p50"), lat.get("p95"), lat.get("p99"),
+                         s["uploads_per_s"], s["audio_s_per_s"], models])
+    if rows:
+        lines += ["## Transcriptions (`POST /v1/audio/transcriptions`)", "", markdown_table(
+            ["target", "ok", "refused", "errors", "p50 ms", "p95 ms", "p99 ms", "uploads/s", "audio s/s",
+             "models (route)"], rows), ""]
+    rows = [[name, t["value"], t["target"], {True: "met", False: "missed", None: "not measured"}[t["met"]]]
+            for name, t in cmp["targets"].items()]
+    lines += ["## Targets", "", markdown_table(["target", "value", "limit", "verdict"], rows), "", cmp["note"], "",
+              "Definitions: " + __doc__.split("Definitions: ", 1)[1].strip().replace("\n", " ")]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, raw: dict, out: Path) -> list[Path]:
+    from speechtrt.reporting.plots import cdf_plot
+
+    paths = [write_json(out / "loadtest.json", report), write_text(out / "loadtest.md", render_markdown(report))]
+    series = {}
+    for side in ("network", "in_process"):
+        r = raw.get(side) or {}
+        if r.get("tts_latency_s"):
+            series[f"{side} latency"] = [x * 1e3 for x in r["tts_latency_s"]]
+            series[f"{side} TTFA"] = [x * 1e3 for x in r["tts_ttfa_s"]]
+    if series:
+        paths.append(cdf_plot(out / "loadtest_tts_cdf.png", series, "milliseconds",
+                              "TTS closed loop: latency and time to first audio"))
+    series = {side: [x * 1e3 for x in (raw.get(side) or {}).get("partial_latency_s", [])]
+              for side in ("network", "in_process")}
+    if any(series.values()):
+        paths.append(cdf_plot(out / "loadtest_stream_cdf.png", series, "partial latency, ms",
+                              "Streaming ASR: partial latency", target=ISSUE_TARGETS["stream_partial_p95_ms"],
+                              target_label="p95 target"))
+    return paths
