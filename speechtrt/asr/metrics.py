@@ -10,7 +10,7 @@ the single spaces between words.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jiwer
 

@@ -45,30 +45,17 @@ import numpy as np
 from speechtrt.bench.load_clients import (TARGETS, Refused, SpeechSample, StreamSample, Target, UploadSample,
                                           make_target)
 from speechtrt.errors import InputError, SpeechTRTError
-from speechtrt.models.audio import FEATURES, encode_audio, espeak_speech, read_audio
-from speechtrt.reporting import environment, markdown_table, write_json, write_text
+from speechtrt.models.audio import FEATURES, encode_audio
+from speechtrt.stream.loadgen import Recording, synth_recordings
+from speechtrt.bench.loadtest_report import compare, write_report
+from speechtrt.reporting import environment
 
 LONG_TEXT = ("In the beginning was the Word, and the Word was with God, and the Word was God. The same was in the "
              "beginning with God. All things were made by him; and without him was not any thing made that was made. "
              "In him was life; and the life was the light of men. And the light shineth in the darkness still.")
 """About 300 characters in six sentences (the long-text time-to-first-audio target)."""
 
-UTTERANCE_TEXTS = (
-    "Hello world!", "Good morning, how are you today?", "The quick brown fox jumps over the lazy dog.",
-    "To be or not to be, that is the question.", "In a hole in the ground there lived a hobbit.",
-    "Four score and seven years ago our fathers brought forth a new nation.",
-)
-UTTERANCE_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-us-nyc", "en-gb-x-rp", "en-gb-x-gbclan")
 
-ISSUE_TARGETS = {
-    "stream_partial_p95_ms": 100.0,  # at 64 concurrent real-time streams
-    "tts_throughput_vs_in_process": 0.80,  # HTTP at concurrency 8, same run
-    # TTFA p50 of a 300-character text over its full synthesis time, read two ways: the last byte of the same
-    # streamed request, and the whole text synthesized without streaming (what a non-streaming server returns)
-    "long_text_ttfa_vs_streamed_total": 0.40,
-    "long_text_ttfa_vs_unstreamed_synthesis": 0.40,
-    "single_request_overhead": 0.10,  # HTTP vs in-process, same text
-}
 
 
 @dataclass(frozen=True)
@@ -159,37 +146,7 @@ async def tts_open_loop(target: Target, text: str, rate: float, seconds: float, 
     return samples, time.perf_counter() - t0
 
 
-@dataclass(frozen=True)
-class Utterance:
-    samples: np.ndarray  # float32 [N] at 16 kHz
-    text: str
-    dialect: str
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / FEATURES.sample_rate
-
-
-def accented_utterances(count: int, cache_dir: str | Path) -> list[Utterance]:
-    """``count`` espeak-ng utterances (texts × accents), cached as 16 kHz WAVs."""
-    cache = Path(cache_dir) / "utterances"
-    cache.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(count):
-        text, voice = UTTERANCE_TEXTS[i % len(UTTERANCE_TEXTS)], UTTERANCE_VOICES[i % len(UTTERANCE_VOICES)]
-        rate = 150 + 15 * (i % 3)
-        path = cache / f"{i:03d}-{voice}-{rate}.wav"
-        if path.is_file():
-            samples, _ = read_audio(path)
-        else:
-            samples = espeak_speech(text, voice=voice, rate=rate)
-            path.write_bytes(encode_audio(samples, FEATURES.sample_rate, "wav"))
-            samples, _ = read_audio(path)  # what the file holds (16-bit), the same audio every run
-        out.append(Utterance(samples.astype(np.float32), text, voice))
-    return out
-
-
-async def stream_load(target: Target, utts: list[Utterance], streams: int, seconds: float, chunk_ms: float,
+async def stream_load(target: Target, utts: list[Recording], streams: int, seconds: float, chunk_ms: float,
                       jitter_ms: float, rng: random.Random):
     """``streams`` real-time clients for ``seconds``; returns (samples, refusals, wall seconds)."""
     samples: list[StreamSample] = []
@@ -225,7 +182,7 @@ async def stream_load(target: Target, utts: list[Utterance], streams: int, secon
                     await asyncio.sleep(max(0.0, due - time.perf_counter()))
                     await s.send(piece)
                 final, server_s = await s.finish()
-                samples.append(StreamSample(True, "ok", utt_i, final, s.partial_latencies(), utt.seconds, server_s))
+                samples.append(StreamSample(True, "ok", utt_i, final, s.partial_latencies(), utt.duration_s, server_s))
             except Exception as exc:
                 samples.append(StreamSample(False, "error", utt_i, error=f"{type(exc).__name__}: {exc}"))
                 await s.abort()
@@ -236,7 +193,7 @@ async def stream_load(target: Target, utts: list[Utterance], streams: int, secon
     return samples, refusals, time.perf_counter() - t0
 
 
-async def upload_load(target: Target, utts: list[Utterance], count: int, concurrency: int):
+async def upload_load(target: Target, utts: list[Recording], count: int, concurrency: int):
     """``count`` uploads (16-bit WAVs of the utterances) by ``concurrency`` clients; returns (samples, wall s)."""
     wavs = [encode_audio(u.samples, FEATURES.sample_rate, "wav") for u in utts]
     left = list(range(count))
@@ -246,7 +203,7 @@ async def upload_load(target: Target, utts: list[Utterance], count: int, concurr
         while left:
             i = left.pop() % len(utts)
             s = await target.transcribe(wavs[i], utts[i].dialect)
-            s.audio_s = utts[i].seconds
+            s.audio_s = utts[i].duration_s
             samples.append(s)
 
     t0 = time.perf_counter()
@@ -339,7 +296,7 @@ def workloads(cfg: LoadtestConfig) -> list[tuple[str, str, Callable]]:
     return out
 
 
-async def run_side_by_side(targets: dict[str, Target], cfg: LoadtestConfig, utts: list[Utterance],
+async def run_side_by_side(targets: dict[str, Target], cfg: LoadtestConfig, utts: list[Recording],
                            log: Callable[[str], None]) -> tuple[dict, dict]:
     """Each workload on every target, one target after the other (so both see the machine in the same state);
     returns ({side: results}, {side: raw samples}). The 1-minute load average before and after each run is kept:
@@ -372,7 +329,7 @@ class ServerProcess:
     """``speechtrt serve`` in a subprocess with the given configuration; SIGTERM (drain) to stop."""
 
     def __init__(self, serve_config, log_path: Path, ready_timeout_s: float = 600.0):
-        from speechtrt.commands.serve import argv_for
+        from speechtrt.serve.flags import argv_for
 
         self.config = replace(serve_config, port=serve_config.port or free_port(serve_config.host))
         self.url = f"http://{self.config.host}:{self.config.port}"
@@ -438,7 +395,7 @@ def run_loadtest(cfg: LoadtestConfig, serve_config, log: Callable[[str], None] =
     out = check_writable(cfg.out_dir, "--out")
     if cfg.target != "serve":
         make_target(cfg.target)  # a target this build has no client for is refused before any work
-    utts = accented_utterances(cfg.utterances, cfg.cache_dir) if (cfg.streams or cfg.uploads) else []
+    utts = synth_recordings(Path(cfg.cache_dir) / "recordings", cfg.utterances) if (cfg.streams or cfg.uploads) else []
     report: dict = {"format": "speechtrt-loadtest/1", "command": command, **environment(serve_config.device,
                                                                                          serve_config.threads),
                     "config": asdict(cfg), "server": {}, "network": {}, "in_process": {}}
@@ -498,7 +455,7 @@ def unstreamed_synthesis(state, text: str, repeats: int) -> list[float]:
     return out
 
 
-def _check_finals(report: dict, raw: dict, utts: list[Utterance], state, log) -> None:
+def _check_finals(report: dict, raw: dict, utts: list[Recording], state, log) -> None:
     """Each stream's final against the offline transcript of the same model on the same audio."""
     asr = next(iter(state.streams.values()))
     reference = {i: asr.offline_text(u.samples) for i, u in enumerate(utts)}
@@ -535,139 +492,3 @@ def _metrics_summary(url: str) -> dict:
                 if s.name.endswith(("_sum", "_count")):
                     out[f"batch_size{s.name.removeprefix('speechtrt_batch_size')}{{{s.labels['service']}}}"] = s.value
     return out
-
-
-def _get(d: dict, *keys):
-    for k in keys:
-        if not isinstance(d, dict) or d.get(k) is None:
-            return None
-        d = d[k]
-    return d
-
-
-def compare(report: dict) -> dict:
-    """Network against in-process, and the issue's targets (met / missed / not measured)."""
-    net, loc = report["network"], report["in_process"]
-    out: dict = {}
-    a, b = _get(net, "tts_single", "latency_ms", "p50"), _get(loc, "tts_single", "latency_ms", "p50")
-    out["single_request_overhead"] = (a / b - 1) if a and b else None
-    a, b = _get(net, "tts_closed_loop", "audio_s_per_s"), _get(loc, "tts_closed_loop", "audio_s_per_s")
-    out["tts_throughput_vs_in_process"] = a / b if a and b else None
-    out["long_text_ttfa_vs_streamed_total"] = _get(net, "tts_long_text", "ttfa_over_synthesis_p50")
-    a, b = _get(net, "tts_long_text", "ttfa_ms", "p50"), _get(loc, "tts_long_text", "unstreamed_ms", "p50")
-    out["long_text_ttfa_vs_unstreamed_synthesis"] = a / b if a and b else None
-    out["stream_partial_p95_ms"] = _get(net, "streams", "partial_latency_ms", "p95")
-    targets = {}
-    for name, limit in ISSUE_TARGETS.items():
-        v = out.get(name)
-        higher_is_better = name == "tts_throughput_vs_in_process"
-        met = None if v is None else (v >= limit if higher_is_better else v <= limit)
-        targets[name] = {"value": v, "target": limit, "met": met}
-    streams = net.get("streams") or {}
-    targets["stream_finals_equal_offline"] = {"value": streams.get("finals_equal_offline"), "target": 1.0,
-                                              "met": None if streams.get("finals_equal_offline") is None
-                                              else streams["finals_equal_offline"] == 1.0}
-    targets["stream_dropped_audio_s"] = {"value": streams.get("dropped_audio_s"), "target": 0.0,
-                                         "met": None if streams.get("dropped_audio_s") is None
-                                         else streams["dropped_audio_s"] < 1e-3}
-    out["targets"] = targets
-    out["note"] = (f"targets are stated for 64 streams and TTS concurrency 8; this run used "
-                   f"{report['config']['streams']} streams and concurrency {report['config']['tts_concurrency']}")
-    return out
-
-
-# ---------------------------------------------------------------- report files
-
-
-def _fmt(stats: dict | None, key: str = "p50") -> float | None:
-    return None if not stats else stats.get(key)
-
-
-def _load_line(report: dict) -> str:
-    loads = [x for side in ("network", "in_process") for r in report[side].values() if isinstance(r, dict)
-             for x in r.get("load_average", [])]
-    if not loads:
-        return ""
-    cores = report["device"].get("cpu_cores") or 1
-    line = f"- 1-minute load average around the runs: {min(loads):.1f} to {max(loads):.1f} ({cores} cores)"
-    if max(loads) > cores:
-        line += " — **other processes competed for the CPU: latencies are not those of a quiet machine**"
-    return line
-
-
-def render_markdown(report: dict) -> str:
-    from speechtrt.reporting import commit_label
-
-    net, loc, cmp = report["network"], report["in_process"], report["comparison"]
-    dev = report["device"]["summary"]
-    lines = ["# Load test: `speechtrt serve` over the network vs the same build in-process", "",
-             f"- device: {dev}", f"- commit: {commit_label(report['commit'])}",
-             f"- server: {report['server'].get('url')} (started by the load test: "
-             f"{report['server'].get('started_by_loadtest')}, peak RSS "
-             f"{report['server'].get('peak_rss_mb') or '–'} MB, SIGTERM → exit "
-             f"{report['server'].get('drain_and_exit_s', 0):.1f} s, code {report['server'].get('exit_code', '–')})",
-             f"- command: `{report['command']}`", _load_line(report), ""]
-    rows = []
-    for key, label in (("tts_single", "TTS single request"), ("tts_closed_loop", "TTS closed loop"),
-                       ("tts_open_loop", "TTS open loop"), ("tts_long_text", "TTS long text")):
-        for side, d in (("network", net), ("in-process", loc)):
-            s = d.get(key)
-            if not s:
-                continue
-            rows.append([label, side, s["ok"], s["refused"], s["errors"], _fmt(s["ttfa_ms"]),
-                         _fmt(s["ttfa_ms"], "p95"), _fmt(s["latency_ms"]), _fmt(s["latency_ms"], "p95"),
-                         _fmt(s["latency_ms"], "p99"), _fmt(s["inter_chunk_gap_ms"], "p95"),
-                         s.get("requests_per_s"), s.get("audio_s_per_s")])
-    lines += ["## TTS (`POST /v1/audio/speech`, pcm)", "", markdown_table(
-        ["workload", "target", "ok", "refused", "errors", "TTFA p50 ms", "TTFA p95 ms", "latency p50 ms",
-         "p95 ms", "p99 ms", "gap p95 ms", "req/s", "audio s/s"], rows), ""]
-    rows = []
-    for side, d in (("network", net), ("in-process", loc)):
-        s = d.get("streams")
-        if s:
-            lat = s["partial_latency_ms"] or {}
-            rows.append([side, s["clients"], s["streams"], s["refused"], s["errors"], lat.get("p50"), lat.get("p95"),
-                         lat.get("p99"), s.get("finals_equal_offline"), s["dropped_audio_s"]])
-    if rows:
-        lines += ["## Streaming ASR (`WS /v1/stream`, real-time clients)", "", markdown_table(
-            ["target", "clients", "streams", "refused", "errors", "partial p50 ms", "p95 ms", "p99 ms",
-             "finals == offline", "dropped audio s"], rows), ""]
-    rows = []
-    for side, d in (("network", net), ("in-process", loc)):
-        s = d.get("transcriptions")
-        if s:
-            lat = s["latency_ms"] or {}
-            models = ", ".join(f"{k}: {v}" for k, v in s["models"].items())
-            rows.append([side, s["ok"], s["refused"], s["errors"], lat.get("p50"), lat.get("p95"), lat.get("p99"),
-                         s["uploads_per_s"], s["audio_s_per_s"], models])
-    if rows:
-        lines += ["## Transcriptions (`POST /v1/audio/transcriptions`)", "", markdown_table(
-            ["target", "ok", "refused", "errors", "p50 ms", "p95 ms", "p99 ms", "uploads/s", "audio s/s",
-             "models (route)"], rows), ""]
-    rows = [[name, t["value"], t["target"], {True: "met", False: "missed", None: "not measured"}[t["met"]]]
-            for name, t in cmp["targets"].items()]
-    lines += ["## Targets", "", markdown_table(["target", "value", "limit", "verdict"], rows), "", cmp["note"], "",
-              "Definitions: " + __doc__.split("Definitions: ", 1)[1].strip().replace("\n", " ")]
-    return "\n".join(lines) + "\n"
-
-
-def write_report(report: dict, raw: dict, out: Path) -> list[Path]:
-    from speechtrt.reporting.plots import cdf_plot
-
-    paths = [write_json(out / "loadtest.json", report), write_text(out / "loadtest.md", render_markdown(report))]
-    series = {}
-    for side in ("network", "in_process"):
-        r = raw.get(side) or {}
-        if r.get("tts_latency_s"):
-            series[f"{side} latency"] = [x * 1e3 for x in r["tts_latency_s"]]
-            series[f"{side} TTFA"] = [x * 1e3 for x in r["tts_ttfa_s"]]
-    if series:
-        paths.append(cdf_plot(out / "loadtest_tts_cdf.png", series, "milliseconds",
-                              "TTS closed loop: latency and time to first audio"))
-    series = {side: [x * 1e3 for x in (raw.get(side) or {}).get("partial_latency_s", [])]
-              for side in ("network", "in_process")}
-    if any(series.values()):
-        paths.append(cdf_plot(out / "loadtest_stream_cdf.png", series, "partial latency, ms",
-                              "Streaming ASR: partial latency", target=ISSUE_TARGETS["stream_partial_p95_ms"],
-                              target_label="p95 target"))
-    return paths

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from speechtrt.errors import InputError
-from speechtrt.export.components import component, per_layer_feeds
+from speechtrt.export.components import per_layer_feeds
 from speechtrt.reporting import environment, markdown_table, write_json
 from speechtrt.runtime.open import Artifacts, open_runner
 

@@ -29,8 +29,7 @@ from speechtrt.bench.timing import summarize_ms, synchronize
 from speechtrt.config import FrameRule
 from speechtrt.errors import InputError
 from speechtrt.quantize.fidelity import snr_db
-from speechtrt.reporting import UsageSampler, environment, markdown_table, write_json
-from speechtrt.reporting.plots import line_plot
+from speechtrt.reporting import UsageSampler, environment, write_json
 
 HEADLINE = "Storm warning issued for the coast as winds build."
 """The 50-character headline text (250 frames under the frame rule)."""

@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         """Load-test the server over the network (TTS open and closed loop, real-time streams, uploads) next to
         the same build in-process; p50/p95/p99, refusals, throughput, the serving targets."""
         from speechtrt.bench.loadtest import LoadtestConfig, run_loadtest
-        from speechtrt.commands.serve import config_from_flags
+        from speechtrt.serve.flags import config_from_flags
         from speechtrt.files import check_writable
 
         check_writable(out, "--out")

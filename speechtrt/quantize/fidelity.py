@@ -29,7 +29,6 @@ from typing import Callable
 import numpy as np
 
 from speechtrt.config import FrameRule
-from speechtrt.errors import InputError
 from speechtrt.export.components import Component, component, per_layer_feeds
 from speechtrt.quantize.calib import load_set, minibatches
 

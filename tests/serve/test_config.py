@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from speechtrt.commands.serve import argv_for, config_from_flags
+from speechtrt.serve.flags import argv_for, config_from_flags
 from speechtrt.errors import InputError
 from speechtrt.serve.admission import Admission
 from speechtrt.serve.config import Limits
