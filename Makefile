@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup triton-setup demo test test-fast clean
+.PHONY: setup triton-setup demo test test-fast gpu-prep gpu-report clean
 
 $(BIN)/.installed: pyproject.toml
 	@{ command -v espeak-ng >/dev/null && dpkg -s fortunes >/dev/null 2>&1; } || \
@@ -54,6 +54,16 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Every GPU number from one command, within 8 minutes (speechtrt gpu-report; README "GPU report"). gpu-prep runs where
+# espeak-ng is (it writes the accented test audio the GPU machine cannot make); gpu-report runs on the CUDA machine
+# with the Python that has CUDA torch (GPU_PY), the checkout on PYTHONPATH.
+GPU_PY ?= python3
+gpu-prep: setup
+	$(BIN)/speechtrt gpu-report --prepare --inputs gpu_inputs
+
+gpu-report:
+	PYTHONPATH=$(CURDIR) $(GPU_PY) -m speechtrt.cli gpu-report --inputs gpu_inputs --out reports/gpu
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) out

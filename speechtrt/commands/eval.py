@@ -127,8 +127,8 @@ def register(app: typer.Typer) -> None:
         default = QUICK_MANIFEST if quick else DEFAULT_MANIFEST
         cfg = check_config(EvalConfig(
             manifest=str(manifest or default), checkpoints=_split(checkpoints),
-            backends=parse_list(backends, BACKENDS, "--backends"),
-            precisions=parse_list(precisions.lower(), PRECISIONS, "--precisions"), decoder=decoder,
+            backends=parse_list(backends, BACKENDS, "--backends", "backend"),
+            precisions=parse_list(precisions.lower(), PRECISIONS, "--precisions", "precision"), decoder=decoder,
             lm_order=lm_order, lm_alpha=lm_alpha, lm_beta=lm_beta, beam=beam,
             tune_on=str(tune_on) if tune_on else None, calib_manifest=str(calib_manifest) if calib_manifest else None,
             batch_frames=batch_frames, n_boot=n_boot, seed=seed, out_dir=str(out), seed_loop=seed_loop,

@@ -56,8 +56,8 @@ def check_config(cfg: EvalConfig) -> EvalConfig:
     Backends and precisions must be names from :mod:`speechtrt.vocab` (a typo must not turn into an empty report);
     a known pair that cannot run here (torch FP16 on a CPU, TensorRT without a GPU) is reported as not run instead.
     """
-    parse_list(",".join(cfg.backends), BACKENDS, "--backends")
-    parse_list(",".join(cfg.precisions), PRECISIONS, "--precisions")
+    parse_list(",".join(cfg.backends), BACKENDS, "--backends", "backend")
+    parse_list(",".join(cfg.precisions), PRECISIONS, "--precisions", "precision")
     if not cfg.checkpoints:
         raise InputError("--checkpoints is empty: give one or more ASR checkpoints (comma-separated)")
     if cfg.decoder not in DECODERS:
