@@ -3,10 +3,10 @@
 The loop is bounded by wall-clock time, not epochs, because the reference checkpoints are trained on shared CPUs:
 ``TrainConfig.minutes`` is the budget and the learning rate follows it (linear warm-up, then cosine decay to 5 %
 of the peak at the deadline). The model sees the exact features evaluation uses (:func:`log_mel`), computed per
-batch from the waveform so augmentation can act on audio:
+batch from the waveform so augmentation can act on audio (:mod:`speechtrt.asr.augment`, seeded, on the fly):
 
-* speed perturbation (resampling by 0.9 / 1.0 / 1.1: tempo and pitch together),
-* additive white noise at a random SNR (10–40 dB) on half the utterances, random gain,
+* speed perturbation (0.9 / 1.0 / 1.1), synthetic-room reverberation (RT60 0.2–0.8 s), additive white, pink or
+  babble noise (other training utterances) at 5–30 dB SNR, a telephone channel (8 kHz, μ-law), gain;
 * SpecAugment on the log-mel: two frequency masks (≤ 12 bins) and two time masks (≤ 4 % of the frames each).
 
 The first ``curriculum_epochs`` epochs visit batches shortest first (SortaGrad): on long utterances a fresh CTC
@@ -40,7 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from speechtrt.asr.data import read_manifest
+from speechtrt.asr.augment import AUGMENTATIONS, AugmentConfig, BabblePool, augment_waveform, spec_augment
+from speechtrt.asr.data import composition, read_manifest
 from speechtrt.asr.normalize import normalize_text
 from speechtrt.errors import InputError
 from speechtrt.models.audio import FEATURES, log_mel, read_wav, resample
@@ -65,6 +66,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     clip_norm: float = 5.0
     augment: bool = True
+    augmentations: tuple[str, ...] = AUGMENTATIONS  # waveform steps when augmenting (SpecAugment always)
     seed: int = 0
     threads: int = 1
     log_every: int = 25
@@ -99,37 +101,6 @@ def load_training_set(manifest: str | Path) -> list[TrainedUtterance]:
     if not out:
         raise InputError(f"training manifest {manifest} has no usable utterances")
     return out
-
-
-def augment_audio(samples: np.ndarray, rng: random.Random) -> np.ndarray:
-    """Speed perturbation, random gain and (half the time) white noise at 10–40 dB SNR. float32 [N] -> [N']."""
-    x = samples.astype(np.float32) / 32767.0
-    speed = rng.choice((0.9, 1.0, 1.1))
-    if speed != 1.0:
-        x = resample(x, int(round(FEATURES.sample_rate * speed)), FEATURES.sample_rate)
-    x = x * rng.uniform(0.4, 1.2)
-    if rng.random() < 0.5:
-        power = float(np.mean(x * x)) + 1e-10
-        snr_db = rng.uniform(10.0, 40.0)
-        noise = np.random.default_rng(rng.randrange(2**31)).standard_normal(x.shape[0]).astype(np.float32)
-        x = x + noise * math.sqrt(power / 10 ** (snr_db / 10))
-    return x
-
-
-def spec_augment(mel: torch.Tensor, rng: random.Random) -> torch.Tensor:
-    """Two frequency masks (≤ 12 bins) and two time masks (≤ 4 % of frames); masked cells take the utterance mean."""
-    mel = mel.clone()
-    t, f = mel.shape
-    fill = mel.mean()
-    for _ in range(2):
-        w = rng.randint(0, 12)
-        f0 = rng.randint(0, max(0, f - w))
-        mel[:, f0:f0 + w] = fill
-    for _ in range(2):
-        w = rng.randint(0, max(1, int(0.04 * t)))
-        t0 = rng.randint(0, max(0, t - w))
-        mel[t0:t0 + w, :] = fill
-    return mel
 
 
 def make_batches(lengths: list[int], batch_frames: int, rng: random.Random, shortest_first: bool = False
@@ -231,6 +202,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     data = load_training_set(cfg.train_manifest)
+    trained_on = composition(read_manifest(cfg.train_manifest)[0])
+    augmentation = AugmentConfig(kinds=cfg.augmentations)
+    babble = BabblePool([u.samples for u in data])
     hours = sum(len(u.samples) for u in data) / FEATURES.sample_rate / 3600
     log(f"training {cfg.size} on {len(data)} utterances ({hours:.2f} h) for {cfg.minutes} min")
     if cfg.init_from:
@@ -266,7 +240,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             for i in batch_ids:
                 u = data[i]
                 if cfg.augment and rng.random() < min(1.0, elapsed / budget / cfg.augment_ramp):
-                    mel = spec_augment(log_mel(augment_audio(u.samples, rng)), rng)
+                    mel = spec_augment(log_mel(augment_waveform(u.samples, rng, augmentation, babble, i)), rng)
                 else:
                     mel = log_mel(u.samples.astype(np.float32) / 32767.0)
                 mels.append(mel)
@@ -294,7 +268,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     summary = {
         "steps": step, "epochs": epoch, "train_seconds": round(seconds, 1),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
-        "train_hours_audio": round(hours, 3), "init": feature_stats, "train_utterances": len(data), "config": asdict(cfg),
+        "train_hours_audio": round(hours, 3), "init": feature_stats, "train_utterances": len(data),
+        "config": asdict(cfg), "composition": trained_on, "augmentation": asdict(augmentation) if cfg.augment else None,
     }
     save_compact(model.eval(), cfg.out, {"partial": False, **summary})
     log(f"saved {cfg.out} after {step} steps, {epoch} epochs, {seconds / 60:.1f} min")
