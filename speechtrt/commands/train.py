@@ -27,6 +27,10 @@ def register(app: typer.Typer) -> None:
         train_manifest: Path = typer.Option(Path("data/asr/train.jsonl"), help="Training manifest (JSONL)."),
         test_manifest: Optional[Path] = typer.Option(None, help="Held-out manifest scored after training "
                                                      "(never used for training or model selection)."),
+        dev_manifest: Optional[Path] = typer.Option(None, help="Development manifest: its clean CTC loss is logged "
+                                                    "every --dev-every steps (sidecar `dev_loss`) and it is scored "
+                                                    "after training (sidecar `dev`): what checkpoints are chosen by."),
+        dev_every: int = typer.Option(200, min=1, help="Steps between development-loss measurements."),
         out: Optional[Path] = typer.Option(None, help="Checkpoint path (default checkpoints/asr-<size>.pt)."),
         minutes: float = typer.Option(30.0, help="Wall-clock training budget (> 0); the LR schedule follows it."),
         batch_frames: int = typer.Option(3000, min=16, help="Padded feature frames per batch."),
@@ -52,6 +56,7 @@ def register(app: typer.Typer) -> None:
         if minutes <= 0 or lr <= 0:
             raise InputError(f"--minutes {minutes} and --lr {lr} must both be > 0")
         for flag, path in (("--train-manifest", train_manifest), ("--test-manifest", test_manifest),
+                           ("--dev-manifest", dev_manifest),
                            ("--init-from", init_from), ("--frontend-from", frontend_from)):
             if path is not None and not path.is_file():
                 raise InputError(f"{flag} {path}: no such file")
@@ -59,8 +64,8 @@ def register(app: typer.Typer) -> None:
         check_writable_file(out, "--out")
         cfg = TrainConfig(size=size, train_manifest=str(train_manifest), out=str(out), minutes=minutes,
                           batch_frames=batch_frames, peak_lr=lr, augment=augment, augmentations=kinds, seed=seed,
-                          threads=threads,
-                          init_from=str(init_from) if init_from else None,
+                          threads=threads, dev_manifest=str(dev_manifest) if dev_manifest else None,
+                          dev_every=dev_every, init_from=str(init_from) if init_from else None,
                           frontend_from=str(frontend_from) if frontend_from else None)
         started = time.time()
         summary = train(cfg, log=lambda msg: console.print(msg, highlight=False))
@@ -70,16 +75,18 @@ def register(app: typer.Typer) -> None:
             "checkpoint": str(out), "size": size, "seed": seed,
             "weights": "fp16 (computed in fp32 after loading)",
             "data": {"train_manifest": str(train_manifest),
-                     "test_manifest": str(test_manifest) if test_manifest else None, "composition": trained_on},
+                     "test_manifest": str(test_manifest) if test_manifest else None,
+                     "dev_manifest": str(dev_manifest) if dev_manifest else None, "composition": trained_on},
             "started_unix": round(started, 1), "host": platform.node(), "python": platform.python_version(),
             **summary,
         }
-        if test_manifest:
-            from speechtrt.asr.eval import quick_score
+        for key, manifest in (("dev", dev_manifest), ("test", test_manifest)):
+            if manifest:
+                from speechtrt.asr.eval import quick_score
 
-            sidecar["test"] = quick_score(out, test_manifest)
-            console.print(f"test: WER {sidecar['test']['wer']:.3f}  CER {sidecar['test']['cer']:.3f} "
-                          f"(greedy {sidecar['test']['greedy_wer']:.3f})")
+                sidecar[key] = quick_score(out, manifest)
+                console.print(f"{key}: WER {sidecar[key]['wer']:.3f}  CER {sidecar[key]['cer']:.3f} "
+                              f"(greedy {sidecar[key]['greedy_wer']:.3f})")
         side = out.with_suffix(".json")
         side.write_text(json.dumps(sidecar, indent=2) + "\n")
         console.print(f"wrote {side}")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from speechtrt.asr import synth as synth_module
-from speechtrt.asr.data import SynthConfig, Utterance, plan_utterances, read_manifest, speakers, synthesize, write_manifest
+from speechtrt.asr.data import (SynthConfig, Utterance, plan_utterances, read_manifest, speakers, synthesize,
+                                write_manifest)
 from speechtrt.asr.synth import SpeechRequest, parse_synthesizers, synthesizer
 from speechtrt.errors import InputError
 from speechtrt.models.audio import read_wav
