@@ -103,11 +103,11 @@ def speakers(accent: str, split: str, count: int, seed: int = 0, engine: str = E
     pool = synth.variants(split)
     if count > len(pool):
         raise InputError(f"{count} {split} speakers per voice requested; {synth.name}'s variant pool has {len(pool)}")
-    if engine == ESPEAK:
+    if synth.name == ESPEAK:
         rng = random.Random(f"{seed}:{accent}:{split}")
         dialect, engine_voice = accent, ""
     else:
-        rng = random.Random(f"{seed}:{engine}:{accent}:{split}")
+        rng = random.Random(f"{seed}:{synth.name}:{accent}:{split}")
         dialect, engine_voice = synth.accent(accent), accent
     variants = rng.sample(pool, count)
     out = []
