@@ -131,8 +131,10 @@ def _lengths(batch: int, longest: int, gen: torch.Generator, low: int = 1) -> to
 
 
 def _tts_encoder_inputs(model, s, gen):
+    vocab = model.config.vocab_size  # printable ASCII for the byte table; any valid id for a smaller vocabulary
+    low, high = (32, 127) if vocab >= 127 else (1, vocab)
     return {
-        "tokens": torch.randint(32, 127, (s["batch"], s["text"]), generator=gen),
+        "tokens": torch.randint(low, high, (s["batch"], s["text"]), generator=gen),
         "text_lengths": _lengths(s["batch"], s["text"], gen),
     }
 

@@ -247,22 +247,24 @@ def _attach_voice_tokenizer(model) -> None:
     voice = getattr(getattr(model, "config", None), "phoneme_voice", None)
     if voice is None or getattr(model, "tokenizer", None) is not None:
         return
-    try:
-        from speechtrt.models import phonemes
-    except ImportError:
+    if importlib.util.find_spec("speechtrt.models.phonemes") is None:
         return
-    model.tokenizer = PhonemeTokenizer(voice, phonemes)
+    model.tokenizer = PhonemeTokenizer(voice)
 
 
 class PhonemeTokenizer:
-    """The voices' text front end as a tokenizer object (``normalize``, ``tokens``): espeak-ng phonemes."""
+    """The voices' text front end as a tokenizer object (``normalize``, ``tokens``): espeak-ng phonemes
+    (:mod:`speechtrt.models.phonemes`) in the espeak-ng ``voice`` the model was trained with."""
 
-    def __init__(self, voice: str, phonemes_module):
+    def __init__(self, voice: str):
         self.voice = voice
-        self._ph = phonemes_module
 
     def normalize(self, text: str) -> str:
-        return self._ph.normalize_voice_text(text)
+        from speechtrt.models.phonemes import normalize_voice_text
+
+        return normalize_voice_text(text)
 
     def tokens(self, text: str) -> list[int]:
-        return self._ph.phoneme_ids(text, self.voice)
+        from speechtrt.models.phonemes import phoneme_ids
+
+        return phoneme_ids(text, self.voice)
