@@ -5,12 +5,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: setup triton-setup demo test test-fast clean
+.PHONY: setup triton-setup demo test test-fast gpu-prep gpu-report clean
+
+# Speech engines for ASR data (speechtrt.asr.synth): espeak-ng, festival with its Debian English voices, flite; sox
+# shifts festival/flite speakers and resamples.
+SPEECH_DEBS := espeak-ng sox fortunes fortunes-min festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite
 
 $(BIN)/.installed: pyproject.toml
-	@{ command -v espeak-ng >/dev/null && dpkg -s fortunes >/dev/null 2>&1; } || \
-	  { apt-get update -qq && apt-get install -y -qq espeak-ng sox fortunes fortunes-min >/dev/null; } || \
-	  echo "warning: could not install espeak-ng/fortunes-min (needs root); audio and text tests will fail"
+	@{ command -v espeak-ng >/dev/null && command -v festival >/dev/null && command -v flite >/dev/null && \
+	   dpkg -s fortunes festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts >/dev/null 2>&1; } || \
+	  { apt-get update -qq && apt-get install -y -qq $(SPEECH_DEBS) >/dev/null; } || \
+	  echo "warning: could not install $(SPEECH_DEBS) (needs root); audio and text tests will fail or skip"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
@@ -54,6 +59,16 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Every GPU number from one command, within 8 minutes (speechtrt gpu-report; README "GPU report"). gpu-prep runs where
+# espeak-ng is (it writes the accented test audio the GPU machine cannot make); gpu-report runs on the CUDA machine
+# with the Python that has CUDA torch (GPU_PY), the checkout on PYTHONPATH.
+GPU_PY ?= python3
+gpu-prep: setup
+	$(BIN)/speechtrt gpu-report --prepare --inputs gpu_inputs
+
+gpu-report:
+	PYTHONPATH=$(CURDIR) $(GPU_PY) -m speechtrt.cli gpu-report --inputs gpu_inputs --out reports/gpu
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) out

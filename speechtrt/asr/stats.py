@@ -147,6 +147,40 @@ def independent_bootstrap(errors_a, words_a, groups_a, errors_b, words_b, groups
     return PairedComparison(float(ra - rb), (float(lo), float(hi)), _two_sided_p(d), None, na + nb, ca + cb)
 
 
+def independent_ratio_bootstrap(errors_a, words_a, groups_a, errors_b, words_b, groups_b, n_boot: int = 2000,
+                                seed: int = 0) -> Interval | None:
+    """Percentile interval of corpus WER(a) / corpus WER(b) for two sets with disjoint speakers (e.g. held-out
+    voices against voices heard in training), each set's speakers resampled independently.
+
+    None when a set has fewer than two speakers (nothing to resample) or WER(b) is 0 (no ratio); resamples whose
+    WER(b) is 0 are dropped, and ``n_boot`` says how many were kept.
+    """
+    sets = []
+    for errors, words, groups in ((errors_a, words_a, groups_a), (errors_b, words_b, groups_b)):
+        e, w = np.asarray(errors, dtype=np.float64), np.asarray(words, dtype=np.float64)
+        clusters = _cluster_index(groups)
+        if len(clusters) < 2 or not w.sum():
+            return None
+        sets.append((e, w, clusters))
+    (ea, wa, ca), (eb, wb, cb) = sets
+    if not eb.sum():
+        return None
+    estimate = float((ea.sum() / wa.sum()) / (eb.sum() / wb.sum()))
+    rng = np.random.default_rng(seed)
+    wers = []
+    for e, w, clusters in sets:
+        se, sw = _cluster_sums(e, clusters), _cluster_sums(w, clusters)
+        idx = _draws(len(clusters), n_boot, rng)
+        den = sw[idx].sum(axis=1)
+        wers.append(np.divide(se[idx].sum(axis=1), den, out=np.zeros(n_boot), where=den > 0))
+    keep = wers[1] > 0
+    ratios = wers[0][keep] / wers[1][keep]
+    if not len(ratios):
+        return None
+    lo, hi = np.quantile(ratios, [0.025, 0.975])
+    return Interval(estimate, float(lo), float(hi), int(keep.sum()), len(ca) + len(cb))
+
+
 def holm(pvalues) -> list[float]:
     """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1), in the input order."""
     p = np.asarray(pvalues, dtype=np.float64)

@@ -3,10 +3,10 @@
 The loop is bounded by wall-clock time, not epochs, because the reference checkpoints are trained on shared CPUs:
 ``TrainConfig.minutes`` is the budget and the learning rate follows it (linear warm-up, then cosine decay to 5 %
 of the peak at the deadline). The model sees the exact features evaluation uses (:func:`log_mel`), computed per
-batch from the waveform so augmentation can act on audio:
+batch from the waveform so augmentation can act on audio (:mod:`speechtrt.asr.augment`, seeded, on the fly):
 
-* speed perturbation (resampling by 0.9 / 1.0 / 1.1: tempo and pitch together),
-* additive white noise at a random SNR (10–40 dB) on half the utterances, random gain,
+* speed perturbation (0.9 / 1.0 / 1.1), synthetic-room reverberation (RT60 0.2–0.8 s), additive white, pink or
+  babble noise (other training utterances) at 5–30 dB SNR, a telephone channel (8 kHz, μ-law), gain;
 * SpecAugment on the log-mel: two frequency masks (≤ 12 bins) and two time masks (≤ 4 % of the frames each).
 
 The first ``curriculum_epochs`` epochs visit batches shortest first (SortaGrad): on long utterances a fresh CTC
@@ -40,7 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from speechtrt.asr.data import read_manifest
+from speechtrt.asr.augment import AUGMENTATIONS, AugmentConfig, BabblePool, augment_waveform, spec_augment
+from speechtrt.asr.data import composition, read_manifest
 from speechtrt.asr.normalize import normalize_text
 from speechtrt.errors import InputError
 from speechtrt.models.audio import FEATURES, log_mel, read_wav, resample
@@ -65,10 +66,14 @@ class TrainConfig:
     weight_decay: float = 1e-5
     clip_norm: float = 5.0
     augment: bool = True
+    augmentations: tuple[str, ...] = AUGMENTATIONS  # waveform steps when augmenting (SpecAugment always)
     seed: int = 0
     threads: int = 1
     log_every: int = 25
     save_every_minutes: float = 5.0
+    dev_manifest: str | None = None  # a development set whose clean CTC loss is logged (DevProbe)
+    dev_every: int = 200  # steps between dev-loss measurements
+    dev_utterances: int = 120
     init_from: str | None = None  # warm start: continue from this checkpoint's weights (no init adaptation)
     frontend_from: str | None = None  # warm start the convolutions only, from a checkpoint of any size
 
@@ -99,37 +104,6 @@ def load_training_set(manifest: str | Path) -> list[TrainedUtterance]:
     if not out:
         raise InputError(f"training manifest {manifest} has no usable utterances")
     return out
-
-
-def augment_audio(samples: np.ndarray, rng: random.Random) -> np.ndarray:
-    """Speed perturbation, random gain and (half the time) white noise at 10–40 dB SNR. float32 [N] -> [N']."""
-    x = samples.astype(np.float32) / 32767.0
-    speed = rng.choice((0.9, 1.0, 1.1))
-    if speed != 1.0:
-        x = resample(x, int(round(FEATURES.sample_rate * speed)), FEATURES.sample_rate)
-    x = x * rng.uniform(0.4, 1.2)
-    if rng.random() < 0.5:
-        power = float(np.mean(x * x)) + 1e-10
-        snr_db = rng.uniform(10.0, 40.0)
-        noise = np.random.default_rng(rng.randrange(2**31)).standard_normal(x.shape[0]).astype(np.float32)
-        x = x + noise * math.sqrt(power / 10 ** (snr_db / 10))
-    return x
-
-
-def spec_augment(mel: torch.Tensor, rng: random.Random) -> torch.Tensor:
-    """Two frequency masks (≤ 12 bins) and two time masks (≤ 4 % of frames); masked cells take the utterance mean."""
-    mel = mel.clone()
-    t, f = mel.shape
-    fill = mel.mean()
-    for _ in range(2):
-        w = rng.randint(0, 12)
-        f0 = rng.randint(0, max(0, f - w))
-        mel[:, f0:f0 + w] = fill
-    for _ in range(2):
-        w = rng.randint(0, max(1, int(0.04 * t)))
-        t0 = rng.randint(0, max(0, t - w))
-        mel[t0:t0 + w, :] = fill
-    return mel
 
 
 def make_batches(lengths: list[int], batch_frames: int, rng: random.Random, shortest_first: bool = False
@@ -221,6 +195,49 @@ def learning_rate(cfg: TrainConfig, step: int, elapsed_fraction: float) -> float
     return cfg.peak_lr * warm * decay
 
 
+class DevProbe:
+    """Clean CTC loss on a fixed, evenly spread sample of a development manifest, overall and per synthesizer.
+
+    The training-batch loss is a poor progress signal: the curriculum orders batches by length and augmentation
+    ramps in, so it can rise while the model improves. This curve moves only with the model.
+    """
+
+    def __init__(self, manifest: str | Path, max_utterances: int = 120, batch_frames: int = 3000):
+        rows, _ = read_manifest(manifest)
+        root = Path(manifest).parent
+        picks = sorted({int(i) for i in np.linspace(0, len(rows) - 1, min(max_utterances, len(rows))).round()})
+        self.groups, self.mels, self.targets = [], [], []
+        for row in (rows[i] for i in picks):
+            text = normalize_text(row.text)
+            if not text:
+                continue
+            samples, rate = read_wav(row.path(root))
+            samples = resample(samples.mean(axis=1) if samples.ndim == 2 else samples, rate, FEATURES.sample_rate)
+            self.groups.append(row.synthesizer or "unknown")
+            self.mels.append(log_mel(samples))
+            self.targets.append(asr_encode(text))
+        if not self.mels:
+            raise InputError(f"--dev-manifest {manifest} has no usable utterance")
+        self.batches = make_batches([m.shape[0] for m in self.mels], batch_frames, random.Random(0), True)
+
+    def measure(self, model: torch.nn.Module) -> dict:
+        """``{"loss": mean per-utterance CTC loss / target length, "by_synthesizer": {...}}`` (no augmentation)."""
+        was_training = model.training
+        model.eval()
+        per_utt = np.zeros(len(self.mels))
+        with torch.no_grad():
+            for ids in self.batches:
+                x, x_len, y, y_len = collate([self.mels[i] for i in ids], [self.targets[i] for i in ids])
+                log_probs, out_len = model(x, x_len)
+                loss = F.ctc_loss(log_probs.transpose(0, 1), y, out_len, y_len, blank=BLANK, reduction="none",
+                                  zero_infinity=True) / y_len.clamp(min=1)
+                per_utt[ids] = loss.numpy()
+        model.train(was_training)
+        groups = np.array(self.groups)
+        return {"loss": float(per_utt.mean()),
+                "by_synthesizer": {g: float(per_utt[groups == g].mean()) for g in sorted(set(self.groups))}}
+
+
 def train(cfg: TrainConfig, log=print) -> dict:
     """Train ``cfg.size`` from its seeded initialisation on ``cfg.train_manifest`` for ``cfg.minutes``; save to
     ``cfg.out`` (and every ``save_every_minutes``). Returns a summary: steps, epochs, seconds, final loss, hours."""
@@ -231,6 +248,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     data = load_training_set(cfg.train_manifest)
+    trained_on = composition(read_manifest(cfg.train_manifest)[0])
+    augmentation = AugmentConfig(kinds=cfg.augmentations)
+    babble = BabblePool([u.samples for u in data])
     hours = sum(len(u.samples) for u in data) / FEATURES.sample_rate / 3600
     log(f"training {cfg.size} on {len(data)} utterances ({hours:.2f} h) for {cfg.minutes} min")
     if cfg.init_from:
@@ -250,7 +270,18 @@ def train(cfg: TrainConfig, log=print) -> dict:
     opt = torch.optim.AdamW(parameter_groups(model, cfg.frontend_lr_scale), lr=cfg.peak_lr,
                             weight_decay=cfg.weight_decay)
     lengths = [FEATURES.frames_for(len(u.samples)) for u in data]
+    probe = DevProbe(cfg.dev_manifest, cfg.dev_utterances, cfg.batch_frames) if cfg.dev_manifest else None
+    dev_curve: list[dict] = []
+
+    def measure_dev(step: int, elapsed: float) -> None:
+        point = {"step": step, "minutes": round(elapsed / 60, 2), **probe.measure(model)}
+        dev_curve.append(point)
+        parts = ", ".join(f"{g} {v:.3f}" for g, v in point["by_synthesizer"].items())
+        log(f"dev loss {point['loss']:.3f} ({parts}) at step {step}")
+
     start = time.monotonic()
+    if probe:
+        measure_dev(0, 0.0)
     budget = cfg.minutes * 60
     step, epoch, last_save, losses = 0, 0, start, []
     summary = {}
@@ -266,7 +297,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             for i in batch_ids:
                 u = data[i]
                 if cfg.augment and rng.random() < min(1.0, elapsed / budget / cfg.augment_ramp):
-                    mel = spec_augment(log_mel(augment_audio(u.samples, rng)), rng)
+                    mel = spec_augment(log_mel(augment_waveform(u.samples, rng, augmentation, babble, i)), rng)
                 else:
                     mel = log_mel(u.samples.astype(np.float32) / 32767.0)
                 mels.append(mel)
@@ -286,15 +317,21 @@ def train(cfg: TrainConfig, log=print) -> dict:
             if step % cfg.log_every == 0:
                 log(f"epoch {epoch} step {step} loss {np.mean(losses[-cfg.log_every:]):.3f} "
                     f"lr {opt.param_groups[0]['lr']:.2e} elapsed {elapsed / 60:.1f} min")
+            if probe and step % cfg.dev_every == 0:
+                measure_dev(step, time.monotonic() - start)
             if time.monotonic() - last_save > cfg.save_every_minutes * 60:
                 save_compact(model.eval(), cfg.out, {"partial": True, "step": step, "epoch": epoch})
                 model.train()
                 last_save = time.monotonic()
     seconds = time.monotonic() - start
+    if probe and (not dev_curve or dev_curve[-1]["step"] != step):
+        measure_dev(step, seconds)
     summary = {
         "steps": step, "epochs": epoch, "train_seconds": round(seconds, 1),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
-        "train_hours_audio": round(hours, 3), "init": feature_stats, "train_utterances": len(data), "config": asdict(cfg),
+        "train_hours_audio": round(hours, 3), "init": feature_stats, "train_utterances": len(data),
+        "config": asdict(cfg), "composition": trained_on,
+        "augmentation": asdict(augmentation) if cfg.augment else None, "dev_loss": dev_curve or None,
     }
     save_compact(model.eval(), cfg.out, {"partial": False, **summary})
     log(f"saved {cfg.out} after {step} steps, {epoch} epochs, {seconds / 60:.1f} min")

@@ -1,8 +1,8 @@
 """Load-test clients: one :class:`Target` interface, a network client of ``speechtrt serve`` and an in-process
 client of the same services, so every workload in :mod:`speechtrt.bench.loadtest` runs unchanged against either.
 
-A new target (Triton's KServe v2 API) is another class with the same four coroutines, returned by
-:func:`make_target`.
+Triton's KServe v2 API is a third target with the same four coroutines (:mod:`speechtrt.bench.triton_target`),
+returned by :func:`make_target`.
 """
 
 from __future__ import annotations
@@ -328,12 +328,14 @@ class LocalStream:
 
 def make_target(kind: str, url: str | None = None, state=None, api_key: str | None = None,
                 connections: int = 128) -> Target:
-    """The client for ``kind``: ``serve`` (a URL), ``in-process`` (a loaded ServerState), ``triton`` (not here)."""
+    """The client for ``kind``: ``serve`` (a URL), ``in-process`` (a loaded ServerState), ``triton`` (a running
+    Triton's gRPC host:port, :class:`speechtrt.bench.triton_target.TritonTarget`)."""
     if kind == "serve":
         return ServeTarget(url, api_key, connections)
     if kind == "in-process":
         return InProcessTarget(state)
     if kind == "triton":
-        raise InputError("--target triton: the Triton (KServe v2) client is not part of this build; it plugs in "
-                         "as another Target in speechtrt.bench.load_clients")
+        from speechtrt.bench.triton_target import TritonTarget
+
+        return TritonTarget(url)
     raise InputError(f"unknown target {kind!r}: choose one of {', '.join(TARGETS)}")

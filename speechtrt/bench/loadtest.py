@@ -18,12 +18,8 @@ built from the same :class:`~speechtrt.serve.config.ServeConfig`, no HTTP). Each
 then in-process, back to back, so both see the machine in the same state; the load average around each run is
 recorded, because numbers taken while other processes compete for the CPU do not compare with a quiet run. ``triton`` is the seam for a KServe
 client (another :class:`~speechtrt.bench.load_clients.Target`). Percentiles are p50/p95/p99 in milliseconds; the report records environment, versions and
-commit, and writes ``loadtest.json``, ``loadtest.md`` and two PNGs.
-
-Definitions: time to first audio = request sent → first audio bytes received (the ``pcm`` format, no header);
-inter-chunk gap = time between received chunks, reads closer than 1 ms apart counting as one chunk; partial
-latency = the send of the audio frame that completed a model chunk → the partial covering it received; dropped
-audio = audio sent minus audio the server reports in the final.
+commit, and writes ``loadtest.json``, ``loadtest.md`` and two PNGs (:mod:`speechtrt.bench.loadtest_report`, which
+also defines each measure).
 """
 
 from __future__ import annotations
@@ -393,14 +389,12 @@ def run_loadtest(cfg: LoadtestConfig, serve_config, log: Callable[[str], None] =
     if cfg.quick:
         cfg = quick(cfg)
     out = check_writable(cfg.out_dir, "--out")
-    if cfg.target != "serve":
-        make_target(cfg.target)  # a target this build has no client for is refused before any work
     utts = synth_recordings(Path(cfg.cache_dir) / "recordings", cfg.utterances) if (cfg.streams or cfg.uploads) else []
     report: dict = {"format": "speechtrt-loadtest/1", "command": command, **environment(serve_config.device,
                                                                                          serve_config.threads),
                     "config": asdict(cfg), "server": {}, "network": {}, "in_process": {}}
     report["config"]["long_text_characters"] = len(cfg.long_text)
-    server = state = None
+    server = state = triton = None
     try:
         if cfg.url is None:
             log("starting `speechtrt serve` (models load once)")
@@ -419,6 +413,11 @@ def run_loadtest(cfg: LoadtestConfig, serve_config, log: Callable[[str], None] =
             state.start()
         targets = {"network": make_target(cfg.target, url, api_key=serve_config.effective_api_key,
                                           connections=max(cfg.tts_concurrency, cfg.upload_concurrency) * 2 + 16)}
+        if cfg.target == "triton":
+            triton = _start_triton(serve_config, cfg, log)
+            report["triton_server"] = {"grpc_url": triton.grpc_url, "http_url": triton.http_url,
+                                       "repository": str(triton.config.repository)}
+            targets["triton"] = make_target("triton", triton.grpc_url)
         if cfg.in_process:
             targets["in_process"] = make_target("in-process", state=state)
         results, raw = asyncio.run(run_side_by_side(targets, cfg, utts, log))
@@ -435,12 +434,36 @@ def run_loadtest(cfg: LoadtestConfig, serve_config, log: Callable[[str], None] =
     finally:
         if server is not None:
             report["server"].update(server.stop())
+        if triton is not None:
+            triton.stop()
         if state is not None:
             state.stop()
     report["comparison"] = compare(report)
     paths = write_report(report, raw, out)
     report["files"] = [str(p) for p in paths]
     return report
+
+
+def _start_triton(serve_config, cfg: LoadtestConfig, log):
+    """Export a CPU model repository of the models ``serve_config`` serves (cached) and start Triton on it."""
+    from speechtrt.triton.repository import RepositoryConfig, export_repository
+    from speechtrt.triton.server import ServerConfig, launch
+
+    cache = Path(cfg.cache_dir) / "triton"
+    models = []
+    if serve_config.tts:
+        models.append("tts")
+    if serve_config.asr:
+        models.append("asr-small")
+    if serve_config.stream:
+        models.append("asr-stream")
+    log(f"exporting a CPU Triton repository ({', '.join(models)})")
+    repo = export_repository(RepositoryConfig(out=cache / "model_repository", models=tuple(models),
+                                              artifacts=cache / "artifacts", checkpoint_dir=serve_config.checkpoints,
+                                              threads=serve_config.threads or 1), log=log)
+    log("starting tritonserver")
+    return launch(ServerConfig(repository=repo.out, http_port=0, grpc_port=0, metrics_port=0,
+                               log_file=cache / "tritonserver.log"))
 
 
 def unstreamed_synthesis(state, text: str, repeats: int) -> list[float]:
@@ -459,7 +482,7 @@ def _check_finals(report: dict, raw: dict, utts: list[Recording], state, log) ->
     """Each stream's final against the offline transcript of the same model on the same audio."""
     asr = next(iter(state.streams.values()))
     reference = {i: asr.offline_text(u.samples) for i, u in enumerate(utts)}
-    for side in ("network", "in_process"):
+    for side in ("network", "triton", "in_process"):
         samples = raw.get(side, {}).get("stream_samples")
         if not samples or "streams" not in report[side]:
             continue

@@ -1,5 +1,11 @@
 """``speechtrt loadtest``'s report: the network numbers set against the in-process numbers of the same build and
-against the serving issue's targets, as JSON + Markdown + PNG."""
+against the serving targets, as JSON + Markdown + PNG.
+
+Definitions: time to first audio = request sent → first audio bytes received (the ``pcm`` format, no header);
+inter-chunk gap = time between received chunks, reads closer than 1 ms apart counting as one chunk; partial
+latency = the send of the audio frame that completed a model chunk → the partial covering it received; dropped
+audio = audio sent minus audio the server reports in the final.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +57,20 @@ def compare(report: dict) -> dict:
     targets["stream_dropped_audio_s"] = {"value": streams.get("dropped_audio_s"), "target": 0.0,
                                          "met": None if streams.get("dropped_audio_s") is None
                                          else streams["dropped_audio_s"] < 1e-3}
+    tri = report.get("triton")
+    if tri:  # Triton against the FastAPI server of the same build, same run (throughput within 20 %)
+        for key, what in (("tts_closed_loop", "audio_s_per_s"), ("transcriptions", "audio_s_per_s")):
+            a, b = _get(tri, key, what), _get(net, key, what)
+            out[f"triton_vs_serve_{key}"] = a / b if a and b else None
+            targets[f"triton_vs_serve_{key}"] = {"value": out[f"triton_vs_serve_{key}"], "target": 0.8,
+                                                 "met": None if not (a and b) else a / b >= 0.8}
+        ts = tri.get("streams") or {}
+        p95 = _get(tri, "streams", "partial_latency_ms", "p95")
+        targets["triton_stream_partial_p95_ms"] = {"value": p95, "target": 100.0,
+                                                   "met": None if p95 is None else p95 <= 100.0}
+        targets["triton_stream_finals_equal_offline"] = {
+            "value": ts.get("finals_equal_offline"), "target": 1.0,
+            "met": None if ts.get("finals_equal_offline") is None else ts["finals_equal_offline"] == 1.0}
     out["targets"] = targets
     out["note"] = (f"targets are stated for 64 streams and TTS concurrency 8; this run used "
                    f"{report['config']['streams']} streams and concurrency {report['config']['tts_concurrency']}")
@@ -76,10 +96,19 @@ def _load_line(report: dict) -> str:
     return line
 
 
+def _sides(report: dict) -> list[tuple[str, dict]]:
+    """(label, results) of every target the run measured, in the order they ran."""
+    out = [("serve (network)", report["network"])]
+    if report.get("triton"):
+        out.append(("triton (network)", report["triton"]))
+    out.append(("in-process", report["in_process"]))
+    return [(label, d) for label, d in out if d]
+
+
 def render_markdown(report: dict) -> str:
     from speechtrt.reporting import commit_label
 
-    net, loc, cmp = report["network"], report["in_process"], report["comparison"]
+    cmp = report["comparison"]
     dev = report["device"]["summary"]
     lines = ["# Load test: `speechtrt serve` over the network vs the same build in-process", "",
              f"- device: {dev}", f"- commit: {commit_label(report['commit'])}",
@@ -88,10 +117,13 @@ def render_markdown(report: dict) -> str:
              f"{report['server'].get('peak_rss_mb') or '–'} MB, SIGTERM → exit "
              f"{report['server'].get('drain_and_exit_s', 0):.1f} s, code {report['server'].get('exit_code', '–')})",
              f"- command: `{report['command']}`", _load_line(report), ""]
+    if report.get("triton_server"):
+        lines[-1:-1] = [f"- Triton: {report['triton_server']['grpc_url']} (gRPC), repository "
+                        f"`{report['triton_server']['repository']}`, started by the load test"]
     rows = []
     for key, label in (("tts_single", "TTS single request"), ("tts_closed_loop", "TTS closed loop"),
                        ("tts_open_loop", "TTS open loop"), ("tts_long_text", "TTS long text")):
-        for side, d in (("network", net), ("in-process", loc)):
+        for side, d in _sides(report):
             s = d.get(key)
             if not s:
                 continue
@@ -103,7 +135,7 @@ def render_markdown(report: dict) -> str:
         ["workload", "target", "ok", "refused", "errors", "TTFA p50 ms", "TTFA p95 ms", "latency p50 ms",
          "p95 ms", "p99 ms", "gap p95 ms", "req/s", "audio s/s"], rows), ""]
     rows = []
-    for side, d in (("network", net), ("in-process", loc)):
+    for side, d in _sides(report):
         s = d.get("streams")
         if s:
             lat = s["partial_latency_ms"] or {}
@@ -114,7 +146,7 @@ def render_markdown(report: dict) -> str:
             ["target", "clients", "streams", "refused", "errors", "partial p50 ms", "p95 ms", "p99 ms",
              "finals == offline", "dropped audio s"], rows), ""]
     rows = []
-    for side, d in (("network", net), ("in-process", loc)):
+    for side, d in _sides(report):
         s = d.get("transcriptions")
         if s:
             lat = s["latency_ms"] or {}
@@ -133,22 +165,24 @@ def render_markdown(report: dict) -> str:
 
 
 def write_report(report: dict, raw: dict, out: Path) -> list[Path]:
+    """``loadtest.{json,md}`` (``loadtest_triton.*`` when Triton was measured) and the latency CDFs."""
     from speechtrt.reporting.plots import cdf_plot
 
-    paths = [write_json(out / "loadtest.json", report), write_text(out / "loadtest.md", render_markdown(report))]
+    stem = "loadtest_triton" if report.get("triton") else "loadtest"
+    paths = [write_json(out / f"{stem}.json", report), write_text(out / f"{stem}.md", render_markdown(report))]
+    sides = [s for s in ("network", "triton", "in_process") if s in raw]
     series = {}
-    for side in ("network", "in_process"):
+    for side in sides:
         r = raw.get(side) or {}
         if r.get("tts_latency_s"):
             series[f"{side} latency"] = [x * 1e3 for x in r["tts_latency_s"]]
             series[f"{side} TTFA"] = [x * 1e3 for x in r["tts_ttfa_s"]]
     if series:
-        paths.append(cdf_plot(out / "loadtest_tts_cdf.png", series, "milliseconds",
+        paths.append(cdf_plot(out / f"{stem}_tts_cdf.png", series, "milliseconds",
                               "TTS closed loop: latency and time to first audio"))
-    series = {side: [x * 1e3 for x in (raw.get(side) or {}).get("partial_latency_s", [])]
-              for side in ("network", "in_process")}
+    series = {side: [x * 1e3 for x in (raw.get(side) or {}).get("partial_latency_s", [])] for side in sides}
     if any(series.values()):
-        paths.append(cdf_plot(out / "loadtest_stream_cdf.png", series, "partial latency, ms",
+        paths.append(cdf_plot(out / f"{stem}_stream_cdf.png", series, "partial latency, ms",
                               "Streaming ASR: partial latency", target=ISSUE_TARGETS["stream_partial_p95_ms"],
                               target_label="p95 target"))
     return paths

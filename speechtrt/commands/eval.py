@@ -23,11 +23,13 @@ def _split(value: str) -> tuple[str, ...]:
 
 
 def _check_files(manifest: Optional[Path], quick: bool, tune_on: Optional[Path], calib_manifest: Optional[Path],
-                 checkpoints: tuple[str, ...]) -> None:
+                 checkpoints: tuple[str, ...], trained_on: Optional[Path] = None) -> None:
     """Every input file named by a flag exists (a default or --quick manifest is synthesized when missing)."""
     if manifest is not None and not quick and not manifest.is_file():
         raise InputError(f"--manifest {manifest} does not exist: make one with `speechtrt data synth --split test` "
                          "(or use --quick)")
+    if trained_on is not None and not trained_on.is_file():
+        raise InputError(f"--trained-on {trained_on} does not exist: give the manifest the checkpoints were trained on")
     for option, path in (("--tune-on", tune_on), ("--calib-manifest", calib_manifest)):
         if path is not None and not path.is_file():
             raise InputError(f"{option} {path} does not exist: make one with `speechtrt data synth --split dev "
@@ -116,6 +118,11 @@ def register(app: typer.Typer) -> None:
         trim_classifier: bool = typer.Option(True, "--trim-classifier/--full-classifier",
                                              help="ORT/TRT compute only the 29 classes the decoders read when the dev "
                                              "set shows the model puts < 0.001 nats of log-mass elsewhere."),
+        held_out: str = typer.Option("", help="Comma-separated synthesizers and <synthesizer>:<voice> no model "
+                                     "heard in training (e.g. flite,espeak-ng:en-029,festival:ked_diphone); the rest "
+                                     "of the test set counts as in training. Default: each checkpoint's sidecar."),
+        trained_on: Optional[Path] = typer.Option(None, help="Training manifest of the checkpoints: its synthesizers "
+                                                  "and voices count as in training (default: each sidecar)."),
         seed: int = typer.Option(0),
     ) -> None:
         """Evaluate ASR models across dialects: WER/CER with intervals, significance, speed, precision impact."""
@@ -127,13 +134,14 @@ def register(app: typer.Typer) -> None:
         default = QUICK_MANIFEST if quick else DEFAULT_MANIFEST
         cfg = check_config(EvalConfig(
             manifest=str(manifest or default), checkpoints=_split(checkpoints),
-            backends=parse_list(backends, BACKENDS, "--backends"),
-            precisions=parse_list(precisions.lower(), PRECISIONS, "--precisions"), decoder=decoder,
+            backends=parse_list(backends, BACKENDS, "--backends", "backend"),
+            precisions=parse_list(precisions.lower(), PRECISIONS, "--precisions", "precision"), decoder=decoder,
             lm_order=lm_order, lm_alpha=lm_alpha, lm_beta=lm_beta, beam=beam,
             tune_on=str(tune_on) if tune_on else None, calib_manifest=str(calib_manifest) if calib_manifest else None,
             batch_frames=batch_frames, n_boot=n_boot, seed=seed, out_dir=str(out), seed_loop=seed_loop,
-            threads=threads, trim_classifier=trim_classifier))
-        _check_files(manifest, quick, tune_on, calib_manifest, cfg.checkpoints)
+            threads=threads, trim_classifier=trim_classifier, held_out=_split(held_out),
+            trained_on=str(trained_on) if trained_on else None))
+        _check_files(manifest, quick, tune_on, calib_manifest, cfg.checkpoints, trained_on)
         from speechtrt.asr.eval.evaluation import check_checkpoints, evaluate
 
         check_checkpoints(cfg.checkpoints)

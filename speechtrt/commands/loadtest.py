@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     def loadtest(
         url: str | None = typer.Option(None, "--url", help="A running server (default: start `speechtrt serve` "
                                        "with the server flags below and stop it with SIGTERM after)."),
-        target: str = typer.Option("serve", "--target", help="serve (triton: the KServe client's seam)."),
+        target: str = typer.Option("serve", "--target", help="serve (the FastAPI server) | triton (Triton on an exported CPU repository, measured beside the FastAPI server and in-process: reports/loadtest_triton.*)."),
         in_process: bool = typer.Option(True, "--in-process/--no-in-process", help="Also drive the same build "
                                         "in-process, side by side."),
         concurrency: int = typer.Option(8, "--concurrency", min=1, help="TTS closed-loop clients."),

@@ -71,6 +71,11 @@ def register(app: typer.Typer) -> None:
         drain_timeout_s: float = typer.Option(30.0, "--drain-timeout-s", min=0.0, help="SIGTERM: longest wait "
                                               "for in-flight work."),
         log_level: str = typer.Option("info", "--log-level", help="debug | info | warning | error"),
+        engine: str = typer.Option("fastapi", "--engine", help="fastapi (this process) | triton (export a CPU "
+                                   "model repository of the same models and run the bundled tritonserver on it: "
+                                   "KServe v2 HTTP on --port, gRPC on --port+1, metrics on --port+2)."),
+        repository: Path = typer.Option(Path("model_repository"), "--repository", help="--engine triton: where "
+                                        "the repository is written (replaced) and served from."),
     ) -> None:
         """Serve TTS and ASR over HTTP and WebSocket: OpenAI-compatible /v1/audio/speech and
         /v1/audio/transcriptions, WS /v1/stream, /v1/models, /health, /ready, /metrics."""
@@ -90,6 +95,10 @@ def register(app: typer.Typer) -> None:
             drain_timeout_s=drain_timeout_s)
         if log_level not in ("debug", "info", "warning", "error"):
             raise InputError(f"--log-level {log_level!r}: choose debug, info, warning or error")
+        if engine not in ("fastapi", "triton"):
+            raise InputError(f"--engine {engine!r}: choose fastapi or triton")
+        if engine == "triton":
+            raise typer.Exit(_serve_on_triton(config, repository))
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
         console = Console(stderr=True)
         sock = bind(config.host, config.port)  # a taken port fails before minutes of loading
@@ -98,3 +107,25 @@ def register(app: typer.Typer) -> None:
         console.print(f"serving on {url} (OpenAI base_url {url}/v1, streams at ws{url[4:]}/v1/stream, metrics at "
                       f"{url}/metrics); SIGTERM drains", highlight=False)
         serve_forever(config, state, log_level, sock=sock)
+
+
+def _serve_on_triton(config, repository: Path) -> int:
+    """Export a CPU repository of ``config``'s models and serve it with the bundled tritonserver until SIGTERM."""
+    from speechtrt.files import check_writable
+    from speechtrt.triton.repository import RepositoryConfig, export_repository
+    from speechtrt.triton.server import ServerConfig, serve
+
+    console = Console(stderr=True)
+    check_writable(repository.parent if str(repository.parent) else Path("."), "--repository")
+    models = [*(("tts",) if config.tts else ()), *(config.asr.models if config.asr else ()),
+              *((config.stream.model,) if config.stream else ())]
+    repo = export_repository(RepositoryConfig(out=repository, models=tuple(models), checkpoint_dir=config.checkpoints,
+                                              threads=config.threads or 1),
+                             log=lambda m: console.print(m, highlight=False))
+    ports = dict(http_port=config.port, grpc_port=config.port + 1, metrics_port=config.port + 2)
+
+    def ready(server) -> None:
+        console.print(f"tritonserver ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics "
+                      f"{server.metrics_url}; SIGTERM stops it", highlight=False)
+
+    return serve(ServerConfig(repository=repo.out, host=config.host, **ports), on_ready=ready)

@@ -48,6 +48,9 @@ CASES = [
     (["--quick", "--checkpoints", "{bad}/obj.pt"], "holds Python objects"),
     (["--quick", "--checkpoints", f"{SMALL},{{bad}}/copy/asr-small.pt"], "two checkpoints are named 'asr-small'"),
     (["--quick", "--checkpoints", SMALL, "--out", "/proc/no/such/dir"], "cannot write to output folder"),
+    (["--held-out", "festival:"], "--held-out festival:: give synthesizers or <synthesizer>:<voice>"),
+    (["--held-out", "flite", "--trained-on", "x.jsonl"], "--held-out and --trained-on both say"),
+    (["--quick", "--trained-on", "no/train.jsonl"], "--trained-on no/train.jsonl does not exist"),
 ]
 
 

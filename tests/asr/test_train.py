@@ -34,6 +34,7 @@ def test_train_command_writes_checkpoint_and_sidecar(tmp_path):
     out = tmp_path / "asr-small.pt"
     result = CliRunner().invoke(app, ["train", "asr", "--size", "small", "--train-manifest",
                                       str(tmp_path / "train.jsonl"), "--test-manifest", str(test),
+                                      "--dev-manifest", str(test), "--dev-every", "1",
                                       "--out", str(out), "--minutes", "0.05"])
     assert result.exit_code == 0, result.output
     model, meta = load_checkpoint(out)
@@ -41,6 +42,23 @@ def test_train_command_writes_checkpoint_and_sidecar(tmp_path):
     blob = torch.load(out, weights_only=True)
     assert all(v.dtype == torch.float16 for v in blob["state_dict"].values() if v.is_floating_point())
     sidecar = json.loads(out.with_suffix(".json").read_text())
-    for key in ("command", "seed", "data", "train_seconds", "test"):
+    for key in ("command", "seed", "data", "train_seconds", "test", "dev_loss"):
         assert key in sidecar
     assert 0 <= sidecar["test"]["cer"] and sidecar["test"]["utterances"] == 2
+    assert sidecar["dev"]["utterances"] == 2 and sidecar["dev_loss"][0]["step"] == 0
+    assert sidecar["data"]["composition"]["synthesizers"]["espeak-ng"]["voices"] == ["en-us"]
+    assert sidecar["augmentation"]["kinds"] == ["speed", "reverb", "noise", "babble", "telephone", "gain"]
+
+
+def test_dev_probe_gives_a_clean_loss_per_synthesizer_and_leaves_the_model_training(tmp_path):
+    from speechtrt.asr.train import DevProbe
+    from speechtrt.models import build_asr
+
+    manifest = synthesize(tmp_path, SynthConfig(split="dev", accents=("en-us", "en-gb"), speakers_per_accent=1,
+                                                sentences_per_speaker=2))
+    probe = DevProbe(manifest, max_utterances=3)
+    assert len(probe.mels) == 3  # evenly spread over the manifest
+    model = build_asr("small", seed=0).train()
+    first, again = probe.measure(model), probe.measure(model)
+    assert first == again and model.training
+    assert set(first["by_synthesizer"]) == {"espeak-ng"} and 0 < first["loss"] < float("inf")

@@ -22,9 +22,9 @@ def test_partial_latency_is_measured_from_the_frame_that_completed_the_chunk():
     assert partial_latencies(sent, [(10.5, 0.32)]) == pytest.approx([0.3])
 
 
-def test_a_target_without_a_client_in_this_build_is_refused_with_the_reason():
-    with pytest.raises(InputError, match="triton"):
-        make_target("triton", "http://127.0.0.1:1")
+def test_an_unknown_target_is_refused_with_the_choices():
+    with pytest.raises(InputError, match="unknown target 'grpc': choose one of serve, triton"):
+        make_target("grpc", "http://127.0.0.1:1")
 
 
 def test_loadtest_report_network_beside_in_process(tmp_path):

@@ -122,7 +122,7 @@ def test_max_calibration_also_works(quant_dirs):
 def test_bad_method_precision_and_missing_graph(quant_dirs, tmp_path):
     with pytest.raises(InputError, match="unknown calibration method 'minmax'"):
         check_method("minmax")
-    with pytest.raises(InputError, match="unknown precision.*fp8"):
+    with pytest.raises(InputError, match="--precision fp8: unknown precision"):
         parse_precisions("fp16,fp8")
     assert parse_precisions(" int8, fp16 ,int8") == ["int8", "fp16"]
     comp = component("asr_small")

@@ -166,3 +166,42 @@ def test_malformed_requests_get_triton_errors_and_the_server_keeps_serving(serve
     metrics = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
     assert 'nv_inference_request_success{model="asr_small"' in metrics
     assert 'nv_inference_request_failure{model="asr_small"' in metrics
+
+
+def test_the_load_test_target_drives_every_workload(server, triton_artifacts):
+    """``speechtrt loadtest --target triton``'s client: speech, an upload and a real-time stream whose final equals
+    the offline transcript of the same audio (features computed chunk by chunk on the client side)."""
+    import asyncio
+
+    from speechtrt.bench.triton_target import TritonTarget
+    from speechtrt.models.audio import encode_audio, espeak_available, espeak_speech, log_mel
+
+    if not espeak_available():
+        pytest.skip("needs espeak-ng speech")
+    audio = espeak_speech(SENTENCES[0])
+    runner, model = _runner(triton_artifacts, "asr-stream", "asr_stream_step")
+    feats = log_mel(audio)[None]
+    want = greedy_text(runner.infer({"features": feats, **model.initial_state(1)})["log_probs"][0].numpy())
+
+    async def drive():
+        target = TritonTarget(server.grpc_url)
+        try:
+            speech = await target.speech(TTS_TEXT)
+            upload = await target.transcribe(encode_audio(audio, 16000, "wav"), None)
+            stream = await target.open_stream(None)
+            rng = np.random.default_rng(0)
+            pos = 0
+            while pos < len(audio):  # irregular chunks, as real-time clients send
+                n = int(rng.integers(800, 4000))
+                await stream.send(audio[pos:pos + n])
+                pos += n
+            final, seconds = await stream.finish()
+            return speech, upload, final, seconds, stream.partial_latencies()
+        finally:
+            await target.aclose()
+
+    speech, upload, final, seconds, latencies = asyncio.run(drive())
+    assert speech.ok and speech.audio_s > 0 and speech.ttfa_s <= speech.latency_s
+    assert upload.ok and upload.text
+    assert final == want and seconds == pytest.approx(len(audio) / 16000)
+    assert len(latencies) >= 3 and all(x > 0 for x in latencies)

@@ -12,6 +12,9 @@ DECODERS = ("lm", "lexicon", "greedy")
 
 SILENCE_PEAK = 1e-3  # peak |sample| below this (−60 dBFS) counts as silence
 WER_TOLERANCE = 0.01  # selection rule: variants within 1 WER point of the best count as equally accurate
+GENERALIZATION_TARGETS = {"in_training_wer": 0.15, "held_out_voice_ratio": 1.3, "held_out_synthesizer_wer": 0.40}
+"""Issue 17's targets, checked per variant: WER on trained voices and accents; held-out voices/accents' WER over
+the in-training WER of the same run; WER on a synthesizer training never had."""
 TRIM_TOLERANCE_NATS = 1e-3
 """Largest dropped log-mass (nats) on the development set for which ORT/TRT graphs compute only the classes the
 decoders read: every kept log-probability then moves by at most this much (0.1 % in probability)."""
@@ -43,6 +46,8 @@ class EvalConfig:
     text_source: str | None = None
     plots: bool = True
     trim_classifier: bool = True  # ORT/TRT compute only the decoders' classes when the dev set shows it is safe
+    held_out: tuple[str, ...] = ()  # synthesizers / synthesizer:voice units no model heard (default: sidecars)
+    trained_on: str | None = None  # the training manifest of every checkpoint (default: their sidecars)
 
 
 def _at_least(value, low: int, flag: str, what: str) -> None:
@@ -56,8 +61,8 @@ def check_config(cfg: EvalConfig) -> EvalConfig:
     Backends and precisions must be names from :mod:`speechtrt.vocab` (a typo must not turn into an empty report);
     a known pair that cannot run here (torch FP16 on a CPU, TensorRT without a GPU) is reported as not run instead.
     """
-    parse_list(",".join(cfg.backends), BACKENDS, "--backends")
-    parse_list(",".join(cfg.precisions), PRECISIONS, "--precisions")
+    parse_list(",".join(cfg.backends), BACKENDS, "--backends", "backend")
+    parse_list(",".join(cfg.precisions), PRECISIONS, "--precisions", "precision")
     if not cfg.checkpoints:
         raise InputError("--checkpoints is empty: give one or more ASR checkpoints (comma-separated)")
     if cfg.decoder not in DECODERS:
@@ -68,4 +73,10 @@ def check_config(cfg: EvalConfig) -> EvalConfig:
     _at_least(cfg.n_boot, 1, "--n-boot", "the number of bootstrap resamples")
     if cfg.batch_frames is not None:
         _at_least(cfg.batch_frames, 1, "--batch-frames", "the padded frames per batch")
+    if cfg.held_out and cfg.trained_on:
+        raise InputError("--held-out and --trained-on both say what training heard: give one")
+    bad = [u for u in cfg.held_out if not u.partition(":")[0].strip() or (":" in u and not u.partition(":")[2].strip())]
+    if bad:
+        raise InputError(f"--held-out {','.join(bad)}: give synthesizers or <synthesizer>:<voice>, e.g. "
+                         "flite,espeak-ng:en-029,festival:ked_diphone")
     return cfg

@@ -20,6 +20,7 @@ from speechtrt.asr.eval.config import EvalConfig, check_config
 from speechtrt.asr.eval.inputs import (InputProblem, Prepared, auto_batch_frames, calibration_batches, largest_batch,
                                        load_dev_set,
                                        prepare_inputs)
+from speechtrt.asr.eval.generalization import check_held_out, trained_on_for
 from speechtrt.asr.eval.markdown import markdown
 from speechtrt.asr.eval.plots import plot
 from speechtrt.asr.eval.report import build_report
@@ -204,6 +205,9 @@ def evaluate(cfg: EvalConfig, log: Log = print) -> dict:
     out_dir = check_writable(cfg.out_dir, "--out")
     torch.set_num_threads(cfg.threads)
     prepared, problems, prep_s = _test_set(cfg, log)
+    if cfg.held_out:
+        check_held_out(cfg.held_out, [p.row for p in prepared])
+    trained_on = {name: trained_on_for(ckpt, cfg) for ckpt, name in zip(cfg.checkpoints, names)}
     refs = [p.reference for p in prepared]
     batch_frames = cfg.batch_frames or auto_batch_frames()
     lexicon = training_lexicon(cfg.text_source) if cfg.decoder in ("lexicon", "lm") else None
@@ -231,7 +235,7 @@ def evaluate(cfg: EvalConfig, log: Log = print) -> dict:
         gc.unfreeze()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     report = build_report(cfg, prepared, problems, run.variants, run.skipped, run.seed_speed, lexicon,
-                          environment(device, cfg.threads))
+                          environment(device, cfg.threads), trained_on)
     report["decoder"] = decoder_summary(cfg, lexicon, decoder, refs)
     report["classifier"] = run.classifiers
     report["quantization"] = quantization_summary(cfg, calibration)

@@ -156,6 +156,85 @@ def _speed(sp: dict | None) -> list[str]:
     return lines
 
 
+def _reference_variants(names: list[str]) -> list[str]:
+    """One variant per model for the wide tables: its torch FP32 run, else its first."""
+    chosen: dict[str, str] = {}
+    for name in names:
+        model = name.split("/")[0]
+        if model not in chosen or name.endswith("/torch/fp32"):
+            chosen[model] = name
+    return list(chosen.values())
+
+
+def _cell(entry: dict | None) -> str:
+    return "–" if entry is None else f"{_pct(entry['wer'])} {_interval(entry)}"
+
+
+def _ratio_cell(entry: dict | None) -> str:
+    if not entry or entry.get("ratio") is None:
+        return "–"
+    ci = entry.get("ci95")
+    return f"{entry['ratio']:.2f}× " + (f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "(no interval)")
+
+
+def _target_text(t: dict) -> str:
+    if t["value"] is None:
+        return f"{t['target']}: –"
+    pct = t["unit"] == "WER"
+    value, limit = (f"{_pct(t['value'])} %", f"{_pct(t['limit'])} %") if pct else (f"{t['value']:.2f}×",
+                                                                                    f"{t['limit']:.1f}×")
+    if t["met"]:
+        return f"{t['target']} {value} ≤ {limit} ✓"
+    by = f"{100 * t['missed_by']:.1f} points" if pct else f"{t['missed_by']:.2f}×"
+    return f"{t['target']} {value} > {limit}, missed by {by}"
+
+
+def _generalization(gen: dict | None) -> list[str]:
+    if not gen:
+        return []
+    lines = ["", "## Generalization: synthesizers, accents and voices never heard in training", "", gen["method"]]
+    if gen.get("unknown_synthesizer_utterances"):
+        lines += ["", f"{gen['unknown_synthesizer_utterances']} utterances name no synthesizer in the manifest and "
+                      "are not grouped."]
+    by_synth = gen["by_synthesizer"]
+    if by_synth:
+        synths = list(by_synth)
+        names = list(next(iter(by_synth.values())))
+        lines += ["", "### WER (%) by synthesizer", "", "| Variant | " + " | ".join(synths) + " |",
+                  "|---" * (len(synths) + 1) + "|"]
+        lines += [f"| {n} | " + " | ".join(_cell(by_synth[s][n]) for s in synths) + " |" for n in names]
+    if gen["by_voice"]:
+        refs = _reference_variants(list(next(iter(gen["by_voice"].values()))["variants"]))
+        lines += ["", "### WER (%) by synthesizer and voice", "",
+                  "| Synthesizer:voice | accent | utterances | " + " | ".join(refs) + " |",
+                  "|---" * (len(refs) + 3) + "|"]
+        for key, entry in gen["by_voice"].items():
+            first = next(iter(entry["variants"].values()))
+            lines.append(f"| {key} | {entry['accent']} | {first['utterances']} | "
+                         + " | ".join(_cell(entry["variants"][n]) for n in refs) + " |")
+    for model, block in gen["held_out"].items():
+        lines += ["", f"### Held out from training — {model}", ""]
+        if block.get("trained_on") is None:
+            lines.append(block["note"] + ".")
+            continue
+        named = block["named"]
+        lines.append(f"Trained on: {block['trained_on']['source']}. Held out here: synthesizers "
+                     f"{', '.join(named['held_out_synthesizer']) or 'none'}; voices/accents of trained synthesizers "
+                     f"{', '.join(named['held_out_voice']) or 'none'}. In training: "
+                     f"{', '.join(named['in_training']) or 'none'}.")
+        lines += ["", "| Variant | in training | held-out voices/accents | ratio | held-out synthesizers | ratio | "
+                      "all held out | ratio |", "|---|---|---|---|---|---|---|---|"]
+        for name, v in block["variants"].items():
+            lines.append(f"| {name} | {_cell(v['in_training'])} | {_cell(v['held_out_voice'])} | "
+                         f"{_ratio_cell(v['ratio']['held_out_voice'])} | {_cell(v['held_out_synthesizer'])} | "
+                         f"{_ratio_cell(v['ratio']['held_out_synthesizer'])} | {_cell(v['held_out'])} | "
+                         f"{_ratio_cell(v['ratio']['held_out'])} |")
+        lines += ["", "Targets:"]
+        lines += [f"- {name}: " + "; ".join(_target_text(t) for t in v["targets"])
+                  for name, v in block["variants"].items() if name in _reference_variants(list(block["variants"]))]
+    return lines
+
+
 def _input_problems(ip: dict) -> list[str]:
     lines = ["", "## Input problems", "", f"{ip['skipped']} skipped, {ip['repaired']} repaired: "
              + (", ".join(f"{k} {v}" for k, v in ip["counts"].items()) or "none") + "."]
@@ -169,7 +248,8 @@ def markdown(report: dict) -> str:
     lines = [*_header(report), *_decoder(report["decoder"]), *_wer_matrix(report), *_errors(report["models"]),
              *_significance(report["significance"]),
              *_precision_impact(report["precision_impact"], list(report["per_dialect"])),
-             *_fidelity(report), *_selection(report["selection"]), *_speed(report["speed"]["seed_loop_vs_batched"]),
+             *_fidelity(report), *_selection(report["selection"]), *_generalization(report.get("generalization")),
+             *_speed(report["speed"]["seed_loop_vs_batched"]),
              *_input_problems(report["input_problems"])]
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from speechtrt.asr import stats
 from speechtrt.asr.decode import Lexicon
 from speechtrt.asr.eval.config import WER_TOLERANCE, EvalConfig
+from speechtrt.asr.eval.generalization import TrainedOn, generalization
 from speechtrt.asr.eval.inputs import InputProblem, Prepared
 from speechtrt.asr.eval.scoring import ONE_SPEAKER, Scored, rates, summarize
 from speechtrt.asr.metrics import (breakdown, corpus_score, espeak_ipa, frequency_bin, length_bin, phoneme_class,
@@ -193,11 +194,14 @@ def samples(prepared: list[Prepared], variants: list[Scored], count: int = SAMPL
 
 
 def _dataset(cfg: EvalConfig, corpus: Corpus, problems: list[InputProblem]) -> dict:
+    from speechtrt.asr.data import composition
+
     return {
         "manifest": cfg.manifest, "rows": len(corpus.prepared) + sum(p.action == "skipped" for p in problems),
         "evaluated": len(corpus.prepared), "audio_seconds": corpus.audio_s, "speakers": len(set(corpus.speakers)),
         "dialects": {d: {"utterances": corpus.dialect_of.count(d),
                          "speakers": len(set(corpus.speakers_at(corpus.indices(d))))} for d in corpus.dialects},
+        "composition": composition(p.row for p in corpus.prepared),
     }
 
 
@@ -209,9 +213,11 @@ def _input_problems(problems: list[InputProblem]) -> dict:
 
 
 def build_report(cfg: EvalConfig, prepared: list[Prepared], problems: list[InputProblem], variants: list[Scored],
-                 skipped: list[dict], seed_speed: dict | None, lexicon: Lexicon | None, environment: dict) -> dict:
+                 skipped: list[dict], seed_speed: dict | None, lexicon: Lexicon | None, environment: dict,
+                 trained_on: dict[str, TrainedOn | None] | None = None) -> dict:
     """The whole report but the decoder, classifier and quantization blocks (the run adds those).
-    ``environment``: :func:`speechtrt.reporting.environment` (``device``, ``versions``, ``commit``)."""
+    ``environment``: :func:`speechtrt.reporting.environment` (``device``, ``versions``, ``commit``);
+    ``trained_on``: what each model (by name) was trained on, for the held-out block of ``generalization``."""
     corpus = Corpus(prepared)
     ranks = _ranks_for_frequency(lexicon, corpus.refs)
     ipa = espeak_ipa({w for r in corpus.refs for w in r.split()})
@@ -234,4 +240,5 @@ def build_report(cfg: EvalConfig, prepared: list[Prepared], problems: list[Input
         "speed": {"seed_loop_vs_batched": seed_speed,
                   "timing": "compute = forward + greedy decode after one warm-up batch; latency = batch time"},
         "samples": samples(prepared, variants),
+        "generalization": generalization(variants, prepared, cfg, trained_on),
     }
