@@ -104,6 +104,9 @@ def register(app: typer.Typer) -> None:
 
         settings = BuildSettings(arch, engines_dir, workspace_mb, hardware_compat, overrides)
         builder = EngineBuilder(settings)  # checks first that this TensorRT can target the architecture
+        from speechtrt.files import check_writable
+
+        check_writable(engines_dir, "--engine-dir")  # after the target check: a refused target leaves no folder
 
         jobs = [(c, p) for c in comps for p in precisions]
         missing = [missing_graph_hint(c.model, p, onnx_path_for(onnx_dir, c.name, p))
@@ -111,9 +114,6 @@ def register(app: typer.Typer) -> None:
         if missing:
             more = f" (and {len(missing) - 1} more missing graphs)" if len(missing) > 1 else ""
             raise BuildError(missing[0] + more)
-        from speechtrt.files import check_writable
-
-        check_writable(engines_dir, "--engine-dir")  # after the cheap checks: a refused build leaves no folder
         where = ("ahead of time, no GPU here" if builder.device is None
                  else f"on {builder.device.name} ({builder.device.sm})")
         console.print(f"Building {len(jobs)} engine(s) for {arch.describe()} with {builder.flavour.label}, {where}")
