@@ -54,6 +54,51 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, t, h * d)
 
 
+def step_masks(past_len: torch.Tensor, p: int, text_lengths: torch.Tensor, s: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention masks of a cached decoder step: (self [B,1,1,P+1] over the valid past rows and the new row,
+    text [B,1,1,S] over the valid text positions)."""
+    past_keep = torch.arange(p, device=past_len.device)[None, :] < past_len[:, None]  # [B, P]
+    self_keep = torch.cat([past_keep, torch.ones_like(past_keep[:, :1])], dim=1)[:, None, None, :]
+    text_keep = (torch.arange(s, device=text_lengths.device)[None, :] < text_lengths[:, None])[:, None, None, :]
+    return self_keep, text_keep
+
+
+def cached_decoder_layer(
+    layer: nn.TransformerDecoderLayer,
+    x: torch.Tensor,  # [B, 1, E]    the new position's input to this layer
+    past_k: torch.Tensor,  # [B, H, P, D] this layer's self-attention keys; rows masked out by self_keep are ignored
+    past_v: torch.Tensor,  # [B, H, P, D]
+    self_keep: torch.Tensor,  # bool [B, 1, 1, P + 1]
+    cross_k: torch.Tensor,  # [B, H, S, D]
+    cross_v: torch.Tensor,  # [B, H, S, D]
+    text_keep: torch.Tensor,  # bool [B, 1, 1, S]
+    num_heads: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One ``nn.TransformerDecoderLayer`` applied to one new position with a KV cache (eval mode, no dropout).
+
+    Self-attention reads the past rows and the new row, cross-attention the precomputed text keys/values, then the
+    feed-forward block; post-norm or pre-norm as ``layer.norm_first`` says. Every TTS model's cached step goes
+    through this function, so how attention reads the cache is decided here only.
+    Returns (x [B, 1, E], new key row [B, H, 1, D], new value row [B, H, 1, D]).
+    """
+    e = x.shape[-1]
+    pre = layer.norm_first
+    sa, ca = layer.self_attn, layer.multihead_attn
+    q, k, v = F.linear(layer.norm1(x) if pre else x, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = _heads(q, num_heads), _heads(k, num_heads), _heads(v, num_heads)  # [B, H, 1, D]
+    a = sa.out_proj(_merge(_attend(q, torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2), self_keep)))
+    x = x + a if pre else layer.norm1(x + a)
+
+    q = _heads(F.linear(layer.norm2(x) if pre else x, ca.in_proj_weight[:e], ca.in_proj_bias[:e]), num_heads)
+    a = ca.out_proj(_merge(_attend(q, cross_k, cross_v, text_keep)))
+    x = x + a if pre else layer.norm2(x + a)
+
+    f = layer.linear2(layer.activation(layer.linear1(layer.norm3(x) if pre else x)))
+    x = x + f if pre else layer.norm3(x + f)
+    return x, k, v
+
+
 class SimpleTTSModel(nn.Module):
     """The seed's TTS: char embedding, 6-layer encoder, 6-layer causal decoder, mel/stop heads, vocoder."""
 
@@ -164,28 +209,16 @@ class SimpleTTSModel(nn.Module):
         Returns (next frame [B, M], stop probability [B], new K rows [L, B, H, 1, D], new V rows [L, B, H, 1, D]).
         The caller writes the new rows at index ``past_len`` of each sequence's cache.
         """
-        e, h = self.config.hidden_dim, self.config.num_heads
-        p, s = past_k.shape[3], cross_k.shape[3]
-        past_keep = torch.arange(p, device=past_len.device)[None, :] < past_len[:, None]  # [B, P]
-        self_keep = torch.cat([past_keep, torch.ones_like(past_keep[:, :1])], dim=1)[:, None, None, :]
-        text_keep = (torch.arange(s, device=text_lengths.device)[None, :] < text_lengths[:, None])[:, None, None, :]
+        h = self.config.num_heads
+        self_keep, text_keep = step_masks(past_len, past_k.shape[3], text_lengths, cross_k.shape[3])
 
         x = self.mel_embedding(prev_frame)[:, None, :]  # [B, 1, E]
         new_k, new_v = [], []
         for i, layer in enumerate(self.decoder.layers):
-            sa = layer.self_attn
-            q, k, v = F.linear(x, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)
-            q, k, v = _heads(q, h), _heads(k, h), _heads(v, h)  # [B, H, 1, D]
+            x, k, v = cached_decoder_layer(layer, x, past_k[i], past_v[i], self_keep, cross_k[i], cross_v[i],
+                                           text_keep, h)
             new_k.append(k)
             new_v.append(v)
-            a = _attend(q, torch.cat([past_k[i], k], dim=2), torch.cat([past_v[i], v], dim=2), self_keep)
-            x = layer.norm1(x + sa.out_proj(_merge(a)))
-
-            ca = layer.multihead_attn
-            q = _heads(F.linear(x, ca.in_proj_weight[:e], ca.in_proj_bias[:e]), h)
-            a = _attend(q, cross_k[i], cross_v[i], text_keep)
-            x = layer.norm2(x + ca.out_proj(_merge(a)))
-            x = layer.norm3(x + layer.linear2(F.relu(layer.linear1(x))))
         x = x[:, 0, :]
         frame = self.mel_projection(x)
         stop = torch.sigmoid(self.stop_token(x))[:, 0]
