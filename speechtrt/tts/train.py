@@ -402,7 +402,7 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
                     f"{np.mean(recent['guided'][-cfg.log_every:]):.4f} ss {rate:.2f} "
                     f"lr {opt.param_groups[0]['lr']:.1e} at {train_s / 60:.1f} min")
             if progress is not None:
-                progress(min(1.0, train_s / budget), f"step {step} loss {float(parts['loss']):.3f}")
+                progress(min(1.0, train_s / budget), f"step {step} loss {parts['loss'].item():.3f}")
             if train_s >= next_eval:
                 do_eval()
                 next_eval += cfg.eval_every * 60
