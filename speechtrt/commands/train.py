@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("checkpoints/voice-en.pt"), help="Best checkpoint (by development "
                                  "free-running CER); <out>.csv logs every evaluation, <out>.last.pt the latest "
                                  "state."),
-        minutes: float = typer.Option(60.0, help="Training-time budget (evaluations not counted); the LR schedule "
+        minutes: float = typer.Option(60.0, help="Training budget in CPU minutes (evaluations not counted); the LR schedule "
                                       "follows it."),
         seed: int = typer.Option(0),
         init_from: Optional[Path] = typer.Option(None, help="Resume from a voice checkpoint or a <out>.last.pt state."),

@@ -119,6 +119,14 @@ def load_voice_data(folder: str | Path) -> tuple[list[dict], list[dict], dict, d
     return train, dev, stats, meta
 
 
+def load_dev_items(folder: str | Path) -> list[dict]:
+    """The development items of a prepared folder (without loading the training set)."""
+    path = Path(folder) / "dev.pt"
+    if not path.is_file():
+        raise InputError(f"{folder} has no prepared voice data (dev.pt): run `speechtrt train tts` with --data there")
+    return torch.load(path, weights_only=False)
+
+
 def mel_stats_of(items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     mels = torch.cat([x["mel"].float() for x in items])
     return mels.mean(0).numpy(), mels.std(0).numpy()

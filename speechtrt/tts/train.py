@@ -208,8 +208,11 @@ def sampled_inputs(model: VoiceTTS, batch: Batch, rate: float, passes: int, nois
 
 
 def evaluate_dev(model: VoiceTTS, items: list[dict], stats: dict, judge, batch: int = 10,
-                 lm: bool = False) -> dict:
-    """Free-running and teacher-forced ASR round trip of ``items`` plus stop-length agreement (eval mode)."""
+                 lm: bool = False, exported_vocoder: bool = False, keep: dict | None = None) -> dict:
+    """Free-running and teacher-forced ASR round trip of ``items`` plus stop-length agreement (eval mode).
+
+    ``exported_vocoder``: vocode with :meth:`VoiceTTS.vocoder_inference` (the exported graph's operations) instead
+    of its FFT twin. ``keep``: a dict that receives the texts, audio and transcripts."""
     was_training = model.training
     model.eval()
     c = model.config
@@ -228,12 +231,17 @@ def evaluate_dev(model: VoiceTTS, items: list[dict], stats: dict, judge, batch: 
                 n, g = int(steps[i]), int(bt.groups[i])
                 stopped.append(n < cap)
                 ratios.append(n / g)
-                free_audio.append(model.griffin_lim.fast(model.log_mel(frames[i:i + 1, :n]))[0].numpy())
-                tf_audio.append(model.griffin_lim.fast(model.log_mel(tf_frames[i:i + 1, :g]))[0].numpy())
+                vocode = model.vocoder_inference if exported_vocoder else (
+                    lambda f: model.griffin_lim.fast(model.log_mel(f)))
+                free_audio.append(vocode(frames[i:i + 1, :n])[0].numpy())
+                tf_audio.append(vocode(tf_frames[i:i + 1, :g])[0].numpy())
                 tf_l1.append(float((tf_frames[i, :g] - bt.targets[i, :g]).abs().mean()))
                 texts.append(sel[i]["text"])
-    free = judge.round_trip(texts, free_audio, c.sample_rate, lm=lm).scores()
-    tf = judge.round_trip(texts, tf_audio, c.sample_rate, lm=lm).scores()
+    free_rt = judge.round_trip(texts, free_audio, c.sample_rate, lm=lm)
+    tf_rt = judge.round_trip(texts, tf_audio, c.sample_rate, lm=lm)
+    free, tf = free_rt.scores(), tf_rt.scores()
+    if keep is not None:
+        keep.update(texts=texts, free_audio=free_audio, tf_audio=tf_audio, free=free_rt, tf=tf_rt, ratios=ratios)
     ratios_a = np.array(ratios)
     model.train(was_training)
     return {
@@ -283,13 +291,16 @@ def ss_rate_at(cfg: VoiceTrainConfig, minutes: float) -> float:
     return cfg.ss_rate * min(1.0, (minutes - cfg.ss_start) / cfg.ss_ramp)
 
 
-CSV_FIELDS = ("train_minutes", "wall_minutes", "prior_train_minutes", "step", "epoch", "lr", "ss_rate", "loss", "l1",
+CSV_FIELDS = ("train_minutes", "eval_minutes", "wall_minutes", "prior_train_minutes", "step", "epoch", "lr", "ss_rate", "loss", "l1",
               "post_l1", "stop", "guided", "tf_l1", "free_greedy_cer", "free_greedy_wer", "tf_greedy_cer",
               "tf_greedy_wer", "stopped", "length_ratio_median", "length_within_10pct", "best", "eval_seconds")
 
 
 def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
     """Train for ``cfg.minutes`` of training time (evaluations not counted); returns the summary of the sitting.
+
+    Time is the process's CPU time (``time.process_time``), so a budget means the same compute on a shared machine
+    whatever else runs there; with ``threads=1`` a minute of it is a CPU core-minute. Wall time is logged beside it.
 
     ``progress(fraction, text)`` is called after every step when given.
     """
@@ -336,7 +347,7 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
         f"(prior {prior_minutes:.1f} min)")
     lengths = [math.ceil(x["mel"].shape[0] / c.reduction) * c.reduction for x in train]
     budget = cfg.minutes * 60
-    train_s, eval_s, step, epoch = 0.0, 0.0, 0, 0
+    train_s, eval_s, step, epoch = 0.0, 0.0, 0, 0  # CPU seconds
     wall0 = time.monotonic()
     next_eval = cfg.eval_every * 60
     recent: dict[str, list[float]] = {}
@@ -344,9 +355,9 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
 
     def do_eval(final: bool = False):
         nonlocal best, eval_s
-        t0 = time.monotonic()
+        t0 = time.process_time()
         res = evaluate_dev(model, monitor, model_stats, judge)
-        seconds = time.monotonic() - t0
+        seconds = time.process_time() - t0
         eval_s += seconds
         improved = res["free_greedy_cer"] < best
         total_minutes = prior_minutes + train_s / 60
@@ -359,7 +370,8 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
             model.train()
         torch.save({"format": "speechtrt-voice-train-state/1", "config": asdict(c), "state_dict": model.state_dict(),
                     "optimizer": opt.state_dict(), "meta": meta}, last_path)
-        row = {"train_minutes": round(total_minutes, 2), "wall_minutes": round((time.monotonic() - wall0) / 60, 2),
+        row = {"train_minutes": round(total_minutes, 2), "eval_minutes": round(eval_s / 60, 2),
+               "wall_minutes": round((time.monotonic() - wall0) / 60, 2),
                "prior_train_minutes": round(prior_minutes, 2), "step": step, "epoch": epoch,
                "lr": f"{opt.param_groups[0]['lr']:.2e}", "ss_rate": round(ss_rate_at(cfg, train_s / 60), 3),
                **{k: round(float(np.mean(v)), 4) for k, v in recent.items()},
@@ -381,7 +393,7 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
             if train_s >= budget:
                 done = True
                 break
-            t0 = time.monotonic()
+            t0 = time.process_time()
             batch = make_batch([train[i] for i in ids], mean, std, c.reduction, silence)
             rate = ss_rate_at(cfg, train_s / 60)
             inputs = sampled_inputs(model, batch, rate, cfg.ss_passes, cfg.input_noise, gen)
@@ -395,7 +407,7 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
             step += 1
             for k in ("loss", "l1", "post_l1", "stop", "guided"):
                 recent.setdefault(k, []).append(parts[k].item())
-            train_s += time.monotonic() - t0
+            train_s += time.process_time() - t0
             if step % cfg.log_every == 0:
                 log(f"epoch {epoch} step {step} loss {np.mean(recent['loss'][-cfg.log_every:]):.3f} "
                     f"l1 {np.mean(recent['l1'][-cfg.log_every:]):.3f} guided "
@@ -413,3 +425,37 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
             "train_minutes_total": round(prior_minutes + train_s / 60, 2), "best_free_greedy_cer": best,
             "history": history, "config": asdict(cfg), "data": data_meta}
 
+
+
+def test_items(count: int, seed: int = 0, voice: str = "en-us", text_source=None) -> list[dict]:
+    """``count`` held-out (test-split) sentences spoken and analysed like the training data: for reporting only."""
+    from speechtrt.asr.data import load_sentences, sentence_split
+    from speechtrt.tts.data import VoiceDataConfig, _readable, utterance
+
+    pool = [s for s in load_sentences(text_source) if sentence_split(s) == "test" and _readable(s)]
+    random.Random(seed).shuffle(pool)
+    cfg = VoiceDataConfig(voice=voice)
+    return [utterance(s, cfg) for s in pool[:count]]
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, dev: int | None = None, test: int = 0,
+                        lm: bool = True, exported_vocoder: bool = True, log=print) -> dict:
+    """Development (and optionally test-split) numbers of a stored voice checkpoint, as a sidecar records them:
+    free-running and teacher-forced CER/WER (greedy and the default LM decoder), stop-length agreement."""
+    from speechtrt.models.checkpoints import load_checkpoint
+    from speechtrt.tts.data import load_dev_items
+    from speechtrt.tts.intelligibility import ASRJudge
+
+    model, _ = load_checkpoint(checkpoint)
+    stats = {"mean": model.mel_mean.clone(), "std": model.mel_std.clone()}
+    out = {"checkpoint": str(checkpoint), "vocoder": "exported Griffin-Lim (conv STFT)" if exported_vocoder
+           else "Griffin-Lim FFT twin"}
+    sets = {"dev": load_dev_items(data)[:dev]}
+    if test:
+        sets["test"] = test_items(test, voice=model.config.phoneme_voice)
+    for name, items in sets.items():
+        t0 = time.monotonic()
+        judge = ASRJudge(lm=lm, exclude=[x["text"] for x in items])
+        out[name] = evaluate_dev(model, items, stats, judge, lm=lm, exported_vocoder=exported_vocoder)
+        log(f"{name}: {out[name]} ({time.monotonic() - t0:.0f} s)")
+    return out

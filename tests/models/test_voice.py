@@ -197,6 +197,7 @@ def test_tiny_voice_decodes_to_its_stop_token_through_the_runtime():
         assert r_audio.shape == (n * TINY.samples_per_frame,) and rel(r_audio, audio) < 1e-3
 
 
+@pytest.mark.slow
 def test_decoder_step_exports_through_the_seed_component_and_matches_onnx_runtime(tmp_path, tiny):
     """The voice's cached step goes through the runtime's export component unchanged (dynamic batch, past, text)."""
     from speechtrt.export.onnx import export_component
@@ -205,6 +206,7 @@ def test_decoder_step_exports_through_the_seed_component_and_matches_onnx_runtim
     assert result.parity is not None and result.parity.ok, result.parity.worst
 
 
+@pytest.mark.slow
 def test_encoder_exports_with_dynamic_batch_and_text(tmp_path, tiny):
     import onnxruntime as ort
 
