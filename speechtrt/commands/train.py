@@ -80,6 +80,8 @@ def register(app: typer.Typer) -> None:
         warmup_steps: int = typer.Option(300),
         reduction: int = typer.Option(4, help="Mel frames per decoder step (new models only)."),
         prenet_dim: int = typer.Option(128, help="Prenet width (new models only)."),
+        feedback: Optional[bool] = typer.Option(None, "--feedback/--no-feedback", help="Whether the decoder reads "
+                                                "its previous frames (default: the checkpoint's; new models: yes)."),
         ss_rate: float = typer.Option(0.5, help="Scheduled sampling: final share of decoder inputs taken from the "
                                       "model's own predictions."),
         ss_passes: int = typer.Option(2, help="Passes per step (1 = teacher forcing; 3 = predictions of predictions)."),
@@ -105,7 +107,7 @@ def register(app: typer.Typer) -> None:
         cfg = VoiceTrainConfig(
             data=str(data), out=str(out), minutes=minutes, seed=seed, threads=threads,
             init_from=str(init_from) if init_from else None, batch_frames=batch_frames, peak_lr=lr,
-            warmup_steps=warmup_steps, reduction=reduction, prenet_dim=prenet_dim, ss_rate=ss_rate,
+            warmup_steps=warmup_steps, reduction=reduction, prenet_dim=prenet_dim, feedback=feedback, ss_rate=ss_rate,
             ss_passes=ss_passes, ss_start=ss_start, ss_ramp=ss_ramp, input_noise=input_noise,
             guided_weight=guided_weight, eval_every=eval_every, monitor=monitor,
         )

@@ -53,6 +53,7 @@ class VoiceConfig:
     prenet_dim: int = 128
     prenet_dropout: float = 0.5
     prenet_last_frame: bool = True  # the prenet reads the last mel frame of the previous step only
+    feedback: bool = True  # False: the decoder does not read its previous frames (see the module docstring)
     postnet_channels: int = 128
     postnet_layers: int = 5
     reduction: int = 4
@@ -238,6 +239,8 @@ class VoiceTTS(nn.Module):
         """prev [B, T, r·n_mels], positions [B, T] int64 -> decoder input [B, T, E] (prenet + positions)."""
         c = self.config
         x = prev[..., -c.n_mels:] if c.prenet_last_frame else prev
+        if not c.feedback:
+            x = torch.zeros_like(x)
         idx = torch.clamp(positions, max=c.max_frames - 1)
         for i, linear in enumerate(self.prenet):
             x = F.relu(linear(x))

@@ -33,7 +33,7 @@ import csv
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,7 @@ class VoiceTrainConfig:
     log_every: int = 50
     reduction: int = 4
     prenet_dim: int = 128
+    feedback: bool | None = None  # None: the checkpoint's (new models: True); False: decoder ignores its frames
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting."""
@@ -261,7 +262,10 @@ def load_initial(cfg: VoiceTrainConfig, stats: dict) -> tuple[VoiceTTS, dict | N
     if cfg.init_from:
         blob = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
         if isinstance(blob, dict) and blob.get("format") == "speechtrt-voice-train-state/1":
-            model = VoiceTTS(VoiceConfig.from_dict(blob["config"]))
+            config = VoiceConfig.from_dict(blob["config"])
+            if cfg.feedback is not None:
+                config = replace(config, feedback=cfg.feedback)
+            model = VoiceTTS(config)
             model.load_state_dict(blob["state_dict"])
             return model.float().train(), blob.get("optimizer"), blob.get("meta", {})
         from speechtrt.models.checkpoints import load_checkpoint
@@ -269,8 +273,15 @@ def load_initial(cfg: VoiceTrainConfig, stats: dict) -> tuple[VoiceTTS, dict | N
         model, meta = load_checkpoint(cfg.init_from)
         if not isinstance(model, VoiceTTS):
             raise InputError(f"--init-from {cfg.init_from} holds a {type(model).__name__}, not a voice")
+        if cfg.feedback is not None and cfg.feedback != model.config.feedback:
+            state = model.state_dict()
+            model = VoiceTTS(replace(model.config, feedback=cfg.feedback))
+            model.load_state_dict(state)
         return model.float().train(), None, meta
-    model = build_voice(VoiceConfig(reduction=cfg.reduction, prenet_dim=cfg.prenet_dim), seed=cfg.seed)
+    config = VoiceConfig(reduction=cfg.reduction, prenet_dim=cfg.prenet_dim)
+    if cfg.feedback is not None:
+        config = replace(config, feedback=cfg.feedback)
+    model = build_voice(config, seed=cfg.seed)
     with torch.no_grad():
         model.mel_mean.copy_(stats["mean"])
         model.mel_std.copy_(stats["std"])
