@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 
 # Command modules, in the order of the pipeline. Each defines ``register(app)``.
-COMMAND_MODULES = ("export", "data", "calibrate", "build", "bench", "profile", "train", "eval", "stream", "serve",
+COMMAND_MODULES = ("export", "data", "calibrate", "build", "bench", "profile", "train", "eval", "stream", "tts", "serve",
                    "loadtest", "triton", "gpu-report")
 
 for _name in COMMAND_MODULES:

@@ -59,15 +59,22 @@ def model_artifacts(model: torch.nn.Module, root: str | Path, name: str | None =
 
 
 def _calibration_feeds(comp: Component, artifacts: Artifacts, calib_dir: Path, log: Callable[[str], None]) -> Feeds:
-    """Calibration feeds for ``comp`` from ``calib_dir``, captured there with ``artifacts.model`` when absent."""
+    """Calibration feeds for ``comp`` from ``calib_dir``, captured there with ``artifacts.model`` when absent.
+
+    A model that is not one of the seeded references (a trained voice, a user's model: ``artifacts.model_name``
+    set) is decoded itself, to its stop token, and its sets go to ``calib_dir/<model_name>`` — its decoder step
+    has its own cache shapes."""
     from speechtrt.quantize.calib import CaptureConfig, capture, load_set, minibatches
     from speechtrt.quantize.precision import CALIB_BATCH
 
+    own = artifacts.model_name is not None and artifacts.model is not None
+    if own:
+        calib_dir = calib_dir / artifacts.model_name
     if not (calib_dir / f"{comp.name}.npz").is_file():
         if artifacts.model is None:
             raise InputError(f"no calibration set {calib_dir / (comp.name + '.npz')}: run `speechtrt calibrate`")
         log(f"capturing calibration data for {comp.name} into {calib_dir}")
-        capture([comp], calib_dir, CaptureConfig())
+        capture([comp], calib_dir, CaptureConfig(), model=artifacts.model if own else None, stop_token=own)
     return minibatches(comp, load_set(calib_dir, comp.name), CALIB_BATCH)
 
 

@@ -85,6 +85,11 @@ class BenchConfig:
     out_dir: str = "reports"
     threads: int | None = None
     quick: bool = False
+    model: str | None = None  # stop-token model of the natural-length workload (None: voice-en when present)
+    workload: str = "all"  # all | natural (only the natural-length section, merged into an existing report)
+    natural_batch: int = 8
+    natural_requests: int = 32
+    natural_arrival_rate: float = 0.0  # requests/s (Poisson); 0: a backlog
 
     @property
     def frame_rule(self) -> FrameRule:
@@ -103,7 +108,8 @@ def quick_config(cfg: BenchConfig) -> BenchConfig:
     """A smoke-test sized run: few frames, one text per category, tiny sweeps."""
     return replace(cfg, max_frames=min(cfg.max_frames, 24), categories=("headline", "short"),
                    baseline_categories=("headline",), concurrency=(1, 2), batch_sizes=(1, 2), baseline_repeats=1,
-                   requests_per_client=1, max_slots=4)
+                   requests_per_client=1, max_slots=4, natural_batch=min(cfg.natural_batch, 2),
+                   natural_requests=min(cfg.natural_requests, 6))
 
 
 def plan_variants(cfg: BenchConfig) -> list[Variant]:
@@ -207,9 +213,14 @@ def run_tts_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
         cfg = quick_config(cfg)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda asked for, but CUDA is not available here; use --device cpu")
+    if cfg.workload not in ("all", "natural"):
+        raise InputError(f"--workload {cfg.workload!r}: choose all or natural")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     step = progress or (lambda _: None)
+    natural_ref = natural_model(cfg)  # resolved first: a bad --model is refused before any work
+    if cfg.workload == "natural":
+        return _natural_only(cfg, natural_ref, log, step)
     model = build_tts(seed=0)
     texts = workload(cfg.categories)
     if cfg.quick:
@@ -234,6 +245,7 @@ def run_tts_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
     floors(run, bandwidth, variants, results)
     forms = graph_forms(run, bandwidth, log) if "ort" in cfg.backends and not cfg.device.startswith("cuda") else {}
     label_slower_than_fp32(results)
+    natural = natural_section(cfg, natural_ref, variants, log, step)
 
     report = {
         "benchmark": "tts",
@@ -252,12 +264,72 @@ def run_tts_bench(cfg: BenchConfig, log: Callable[[str], None] = print,
         "variants": results,
         "graph_forms": forms,
         "recommended_precision": recommended_precisions(results),
+        "natural_length": natural,
     }
     report["targets"] = targets(cfg.device, baseline, results)
     out = Path(cfg.out_dir)
     write_json(out / "tts_bench.json", report)
     write_plots(out, baseline, results)
     (out / "tts_bench.md").write_text(render_markdown(report))
+    return report
+
+
+def natural_model(cfg: BenchConfig):
+    """The model of the natural-length workload (a :class:`~speechtrt.models.loading.ModelRef`), or None when no
+    stop-token model is named and ``voice-en`` is not present."""
+    from speechtrt.models.loading import DEFAULT_VOICE, checkpoint_path, resolve_model
+
+    spec = cfg.model or (DEFAULT_VOICE if checkpoint_path(DEFAULT_VOICE) else None)
+    if spec is None:
+        return None
+    ref = resolve_model(spec, kind="tts")
+    if not ref.stop_token:
+        raise InputError(f"--model {spec}: the natural-length workload needs a model that decodes to its stop token; "
+                         "the seeded tts's random stop head fires after one frame (use voice-en, a trained "
+                         "checkpoint, or module:factory)")
+    return ref
+
+
+def natural_section(cfg: BenchConfig, ref, variants: list[Variant], log, step) -> dict:
+    """The ``natural_length`` block: in-flight vs static batching on held-out sentences decoded to the stop token of
+    ``ref``'s model, for each backend × precision of the run (:mod:`speechtrt.bench.natural`)."""
+    from speechtrt.bench.natural import NaturalConfig, natural_length
+    from speechtrt.pipeline import model_artifacts
+
+    if ref is None:
+        return {"skipped": "no stop-token model: checkpoints/voice-en.pt is not here and no --model was given (the "
+                           "seeded tts's random stop head fires after one frame, so its lengths are not natural)"}
+    step(f"natural lengths with {ref.name}")
+    where = model_artifacts(ref.model, Path(cfg.onnx_dir).parent / "artifacts", ref.name)
+    ncfg = NaturalConfig(batch=cfg.natural_batch, requests=cfg.natural_requests,
+                         arrival_rate=cfg.natural_arrival_rate, device=cfg.device, onnx_dir=str(where.onnx_dir),
+                         engine_dir=str(where.engine_dir), calib_dir=str(ref.calib_dir(cfg.calib_dir)),
+                         threads=cfg.threads, repeats=1 if cfg.quick else 2)
+    pairs = tuple(dict.fromkeys((v.backend, v.precision) for v in variants)) or (("torch", "fp32"),)
+    block = natural_length(ref.model, ncfg, variants=pairs, log=log, model_name=ref.name)
+    block["source"] = ref.source
+    return block
+
+
+def _natural_only(cfg: BenchConfig, ref, log, step) -> dict:
+    """``--workload natural``: run only the natural-length section and merge it into ``<out>/tts_bench.json`` (the
+    other keys of an existing report are kept as they are)."""
+    import json
+
+    if ref is None:
+        raise InputError("--workload natural needs a stop-token model: pass --model (voice-en, a checkpoint, "
+                         "module:factory) or add checkpoints/voice-en.pt")
+    out = Path(cfg.out_dir)
+    path = out / "tts_bench.json"
+    report = json.loads(path.read_text()) if path.is_file() else {"benchmark": "tts",
+                                                                  **environment(cfg.device, cfg.threads)}
+    report["natural_length"] = natural_section(cfg, ref, plan_variants(cfg), log, step)
+    report["natural_length"]["environment"] = environment(cfg.device, cfg.threads)
+    write_json(path, report)
+    from speechtrt.bench.tts_report import natural_markdown, render_markdown
+
+    md = render_markdown(report) if "baseline" in report else "\n".join(natural_markdown(report["natural_length"]))
+    (out / "tts_bench.md").write_text(md)
     return report
 
 

@@ -128,6 +128,8 @@ def render_markdown(report: dict) -> str:
         rows = [[k, t["target"], t["variant"], t["value"], "met" if t["met"] else f"missed ({t['missed_by']})"]
                 for k, t in report["targets"].items()]
         lines += [markdown_table(["target", "goal", "variant", "value", "status"], rows), ""]
+    if report.get("natural_length"):
+        lines += natural_markdown(report["natural_length"])
     skipped = {n: r["skipped"] for n, r in report["variants"].items() if "skipped" in r}
     if skipped:
         lines += ["## Skipped variants", ""] + [f"- {n}: {why}" for n, why in skipped.items()] + [""]
@@ -199,3 +201,35 @@ def _pct(x):
 
 def _db(x):
     return "–" if x is None else ("identical" if float(x) == float("inf") else f"{float(x):.1f} dB")
+
+
+def natural_markdown(block: dict) -> list[str]:
+    """The natural-length section: in-flight vs static batching on requests that stop at their own step."""
+    lines = ["## Natural lengths: in-flight vs static batching", ""]
+    if "skipped" in block:
+        return lines + [f"Not run: {block['skipped']}.", ""]
+    lengths = block.get("lengths", {})
+    lines += [f"Model `{block['model']}` decoding {block['requests']} held-out sentences to its stop token "
+              f"(frames per request: min {lengths.get('min', '–')}, median {lengths.get('median', '–')}, max "
+              f"{lengths.get('max', '–')}); batch {block['batch']} for both policies; arrivals: {block['arrivals']}; "
+              f"vocoder {block['vocoder']}. Static: {block['static_policy']}.", ""]
+    rows = []
+    for name, v in block["variants"].items():
+        if "skipped" in v:
+            rows.append([name, "skipped", "", "", "", "", "", v["skipped"][:80]])
+            continue
+        i, s = v["in_flight"], v["static"]
+        rows.append([name, i["frames_per_s"], s["frames_per_s"], f"{v['speedup']:.2f}x", i["mean_active"],
+                     s["mean_active"], f"{i['latency_ms']['p50']:.0f} / {s['latency_ms']['p50']:.0f}",
+                     "same frames" if v["same_frames_per_request"] else "frames differ",
+                     ])
+    lines += [markdown_table(["variant", "in-flight frames/s", "static frames/s", "in-flight / static",
+                              "mean active (in-flight)", "mean active (static)", "p50 latency ms (in-flight / static)",
+                              "check"], rows), ""]
+    t = block.get("target")
+    if t:
+        lines += [f"Target {t['target']}: {t['variant']} = {t['value']:.2f}x → "
+                  + ("met" if t["met"] else f"missed by {t['missed_by']}")
+                  + ("" if t["all_requests_stopped"] else " (some requests hit the frame cap, not their stop token)"),
+                  ""]
+    return lines

@@ -48,6 +48,17 @@ def register(app: typer.Typer) -> None:
                     "thread keeps baseline and variants comparable on a shared machine, where spinning OpenMP threads "
                     "slow down by an order of magnitude."),
         quick: bool = typer.Option(False, "--quick", help="Smoke-test size: 24 frames, headline + one short text, tiny sweeps."),
+        model: str = typer.Option(None, "--model", "-m", help="Stop-token model of the natural-length workload: "
+                                  "voice-en (default when checkpoints/voice-en.pt is present), a checkpoint file, or "
+                                  "module:factory. The seed comparison always runs the seeded tts."),
+        workload: str = typer.Option("all", "--workload", help="all | natural (only the natural-length section, "
+                                     "merged into an existing <out>/tts_bench.json)."),
+        natural_batch: int = typer.Option(8, "--natural-batch", min=1, max=256,
+                                          help="Batch size of both policies in the natural-length workload."),
+        natural_requests: int = typer.Option(32, "--natural-requests", min=1, max=4096,
+                                             help="Held-out sentences in the natural-length workload."),
+        arrival_rate: float = typer.Option(0.0, "--arrival-rate", min=0.0, help="Natural-length arrivals per "
+                                           "second (Poisson, seeded); 0: every request waiting at the start."),
     ) -> None:
         """Benchmark TTS: seed baseline vs optimized variants; writes reports/tts_bench.{json,md} and PNG plots."""
         from speechtrt.bench.tts_bench import CATEGORIES, BenchConfig, run_tts_bench
@@ -71,8 +82,11 @@ def register(app: typer.Typer) -> None:
             requests_per_client=requests_per_client, max_frames=max_frames,
             max_slots=256 if gpu else 16,
             onnx_dir=str(onnx_dir), engine_dir=str(engine_dir), out_dir=str(out), threads=threads or None,
-            quick=quick,
+            quick=quick, model=model, workload=workload, natural_batch=natural_batch,
+            natural_requests=natural_requests, natural_arrival_rate=arrival_rate,
         )
+        if workload not in ("all", "natural"):
+            raise InputError(f"--workload {workload!r}: choose all or natural")
         if "headline" not in cfg.baseline_categories:
             raise InputError("--baseline-categories must include 'headline' (the speedup is measured on it)")
         check_writable(out, "--out")
@@ -94,6 +108,15 @@ def _db(x) -> str:
 
 
 def _print_summary(console: Console, report: dict, out: Path) -> None:
+    natural = report.get("natural_length") or {}
+    for name, v in natural.get("variants", {}).items():
+        if "speedup" in v:
+            console.print(f"natural lengths {name} (batch {natural['batch']}): in-flight "
+                          f"{v['in_flight']['frames_per_s']:.0f} frames/s vs static {v['static']['frames_per_s']:.0f}"
+                          f" → {v['speedup']:.2f}x")
+    if "baseline" not in report:
+        console.print(f"wrote {out / 'tts_bench.json'} (natural_length) and {out / 'tts_bench.md'}")
+        return
     table = Table(title=f"TTS bench on {report['device']['name']}")
     for col in ("variant", "p50 ms", "p95 ms", "speedup p50", "utt/s", "frames/s", "peak MB", "mel SNR dB"):
         table.add_column(col, justify="right" if col != "variant" else "left")

@@ -23,7 +23,18 @@ from speechtrt.engines.builder import (
 )
 from speechtrt.errors import BuildError, InputError, SpeechTRTError
 from speechtrt.export.components import components_for
-from speechtrt.vocab import GRAPH_PRECISIONS
+from speechtrt.vocab import GRAPH_PRECISIONS, MODEL_NAMES
+
+
+def _components(model: str):
+    """The registry components of a reference model (or ``all``); a model of your own's, shaped by its config."""
+    if model in (*MODEL_NAMES, "all"):
+        return components_for(model)
+    from speechtrt.export.components import components_of
+    from speechtrt.models.loading import resolve_model
+
+    ref = resolve_model(model)
+    return components_of(ref.model, ref.name)
 
 
 def _selected_precisions(fp32: bool, fp16: bool, int8: bool) -> list[str]:
@@ -65,9 +76,11 @@ def register(app: typer.Typer) -> None:
         fp16: bool = typer.Option(False, "--fp16", help="Build FP16 engines from <component>.fp16.onnx."),
         int8: bool = typer.Option(False, "--int8", help="Build INT8 engines from <component>.int8.onnx (Q/DQ)."),
         model: str = typer.Option(
-            "all", "--model", help="tts|asr-small|asr-medium|asr-large|asr-stream|all."
+            "all", "--model", help="tts|asr-small|asr-medium|asr-large|asr-stream|all, or a model of your own (a "
+                                   "checkpoint file or module:factory): its plans go to <engine-dir>/<gpu>/<name>/."
         ),
-        onnx_dir: Path = typer.Option(Path("out/onnx"), "--onnx-dir", help="Folder with the exported graphs."),
+        onnx_dir: Path = typer.Option(None, "--onnx-dir", help="Folder with the exported graphs (default out/onnx; "
+                                      "out/onnx/<name> for a model of your own)."),
         engines_dir: Path = typer.Option(Path("engines"), "--engine-dir", "--engines-dir",
                                          help="Root folder for plans (the folder bench/profile/stream read)."),
         shape: list[str] = typer.Option(
@@ -83,7 +96,9 @@ def register(app: typer.Typer) -> None:
         console = Console()
         arch = parse_gpu(gpu)
         precisions = _selected_precisions(fp32, fp16, int8)
-        comps = components_for(model)
+        comps = _components(model)
+        if onnx_dir is None:
+            onnx_dir = Path("out/onnx") if model in (*MODEL_NAMES, "all") else Path("out/onnx") / comps[0].model
         overrides = tuple(parse_shape_override(s) for s in shape)
         _check_overrides(overrides, comps)
 
@@ -113,7 +128,7 @@ def register(app: typer.Typer) -> None:
                     def report(what: str, fraction: float, task=task) -> None:
                         bar.update(task, completed=fraction, description=what)
 
-                    results.append(builder.build(comp.name, precision, onnx_dir, progress=report))
+                    results.append(builder.build(comp, precision, onnx_dir, progress=report))
         except SpeechTRTError:
             if results:
                 console.print(_summary_table(results, "Engines built before the error"))

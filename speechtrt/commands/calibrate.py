@@ -20,7 +20,8 @@ def _components(model: str):
     return components_for(model)
 
 
-def _ensure_fp32(comps, onnx_dir: Path, export_missing: bool, checkpoint: str | None, seed: int, progress) -> list[str]:
+def _ensure_fp32(comps, onnx_dir: Path, export_missing: bool, checkpoint: str | None, seed: int, progress,
+                 own=None) -> list[str]:
     """Export the FP32 graphs that are not in ``onnx_dir`` (or refuse, naming them); returns the exported names."""
     from speechtrt.files import check_writable
     from speechtrt.pipeline import export_component
@@ -49,6 +50,10 @@ def _ensure_fp32(comps, onnx_dir: Path, export_missing: bool, checkpoint: str | 
     task = progress.add_task("exporting missing FP32 graphs", total=len(missing))
     models: dict[str, object] = {}
     for comp in missing:
+        if own is not None:
+            export_component(comp, own.model, onnx_dir, source=own.source)
+            progress.advance(task)
+            continue
         if comp.model not in models:
             models[comp.model] = load_model(comp.model, checkpoint, seed)
         export_component(comp, models[comp.model], onnx_dir, source={"checkpoint": checkpoint} if checkpoint else None)
@@ -59,9 +64,9 @@ def _ensure_fp32(comps, onnx_dir: Path, export_missing: bool, checkpoint: str | 
 def register(app: typer.Typer) -> None:
     @app.command("calibrate")
     def calibrate(
-        model: str = typer.Option("all", "--model", "-m", help="tts | asr-small | asr-medium | asr-large | asr-stream | all"),
-        onnx_dir: Path = typer.Option(Path("out/onnx"), "--onnx-dir", help="Folder with the FP32 graphs; reduced-precision graphs go beside them."),
-        calib_dir: Path = typer.Option(Path("calib_data"), "--calib-dir", help="Where calibration and held-out sets (.npz) and manifest.json go."),
+        model: str = typer.Option("all", "--model", "-m", help="tts | asr-small | asr-medium | asr-large | asr-stream | all, or a model of your own: a checkpoint file or module:factory."),
+        onnx_dir: Path = typer.Option(None, "--onnx-dir", help="Folder with the FP32 graphs; reduced-precision graphs go beside them (default out/onnx; out/onnx/<name> for a model of your own)."),
+        calib_dir: Path = typer.Option(Path("calib_data"), "--calib-dir", help="Where calibration and held-out sets (.npz) and manifest.json go (a model of your own: <calib-dir>/<name>)."),
         method: str = typer.Option("entropy", "--method", help="INT8 calibration method: entropy | max."),
         precision: str = typer.Option("fp16,int8", "--precision", help="Comma-separated: fp16, int8."),
         samples: int = typer.Option(48, "--samples", min=1, max=512, help="Calibration samples per component."),
@@ -82,7 +87,23 @@ def register(app: typer.Typer) -> None:
         precisions = parse_precisions(precision)
         if int8_high_precision not in HIGH_PRECISIONS:
             raise InputError(f"unknown --int8-high-precision {int8_high_precision!r}: choose fp16 or fp32")
-        comps = _components(model)
+        from speechtrt.vocab import MODEL_NAMES
+
+        own = None
+        if model not in (*MODEL_NAMES, "all"):
+            from speechtrt.export.components import components_of
+            from speechtrt.models.loading import resolve_model
+
+            if checkpoint:
+                raise InputError("--checkpoint goes with a reference --model; a model of your own comes as --model "
+                                 "<checkpoint file> or --model module:factory")
+            own = resolve_model(model, seed=seed)
+            comps = components_of(own.model, own.name)
+            onnx_dir = onnx_dir or own.onnx_dir()
+            calib_dir = own.calib_dir(calib_dir)
+        else:
+            comps = _components(model)
+            onnx_dir = onnx_dir or Path("out/onnx")
         if checkpoint and model == "all":
             raise InputError("--checkpoint belongs to one model: pass --model too (e.g. --model asr-small)")
 
@@ -97,7 +118,7 @@ def register(app: typer.Typer) -> None:
                    TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             t0 = time.perf_counter()
-            exported = _ensure_fp32(comps, onnx_dir, export, checkpoint, seed, progress)
+            exported = _ensure_fp32(comps, onnx_dir, export, checkpoint, seed, progress, own)
             timings["export"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()
@@ -116,7 +137,8 @@ def register(app: typer.Typer) -> None:
 
                 checkpoints = {comps[0].model: checkpoint} if checkpoint else {}
                 C.capture(need, calib_dir, C.CaptureConfig(samples=samples, heldout=heldout, seed=seed),
-                          checkpoints=checkpoints, progress=tick)
+                          checkpoints=checkpoints, progress=tick, model=own.model if own else None,
+                          stop_token=bool(own and own.stop_token))
                 progress.update(task, total=1, completed=1, description="calibration data captured")
             timings["capture"] = time.perf_counter() - t0
 
@@ -148,14 +170,16 @@ def register(app: typer.Typer) -> None:
                 for name in names:
                     for prec in precisions:
                         progress.update(task, description=f"fidelity: {name} {prec}")
-                        row = F.evaluate_component(name, prec, calib_dir, open_graph)
+                        row = F.evaluate_component(name, prec, calib_dir, open_graph,
+                                                   comp=next(c for c in comps if c.name == name))
                         report.rows.append(row)
                         rows[(name, prec)].update(row)
                         progress.advance(task)
                 if e2e:
                     for prec in precisions:
                         progress.update(task, description=f"fidelity: TTS end to end {prec}")
-                        row = F.evaluate_tts_e2e(prec, calib_dir, open_graph)
+                        row = F.evaluate_tts_e2e(prec, calib_dir, open_graph,
+                                                 comps={c.name: c for c in comps})
                         report.rows.append(row)
                         rows[("tts_end_to_end", prec)] = row
                         progress.advance(task)

@@ -20,8 +20,11 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
         model: str = typer.Option("all", "--model", "-m",
-                                  help="tts | asr-small | asr-medium | asr-large | asr-stream | all"),
-        out: Path = typer.Option(Path("out/onnx"), "--out", "-o", help="Folder for <component>.onnx + .json"),
+                                  help="tts | asr-small | asr-medium | asr-large | asr-stream | all, or a model of "
+                                       "your own: a checkpoint file, or module:factory (see README, Bring your own "
+                                       "model)."),
+        out: Path = typer.Option(None, "--out", "-o", help="Folder for <component>.onnx + .json (default out/onnx; "
+                                 "out/onnx/<name> for a model of your own)."),
         checkpoint: list[Path] = typer.Option(
             [], "--checkpoint", "-c",
             help="Weights to export instead of the seeded initialisation (repeatable; matched to --model by kind)."),
@@ -32,11 +35,25 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from speechtrt.export import components_for
-        from speechtrt.pipeline import export_component
+        from speechtrt.export.components import components_of
         from speechtrt.files import check_writable
         from speechtrt.models import build_model, load_checkpoint
+        from speechtrt.models.loading import resolve_model
+        from speechtrt.vocab import MODEL_NAMES
 
         console = Console()
+        if model not in (*MODEL_NAMES, "all"):
+            if checkpoint:
+                raise InputError("--checkpoint goes with a reference --model; a model of your own comes as --model "
+                                 "<checkpoint file> or --model module:factory")
+            ref = resolve_model(model, seed=seed)
+            comps = components_of(ref.model, ref.name)
+            out = out or ref.onnx_dir()
+            check_writable(out, "--out")
+            results, failures = _export_all(console, comps, lambda comp: (ref.model, ref.source), out, check, seed)
+            _print_table(console, results, out, check, failures)
+            return
+        out = out or Path("out/onnx")
         comps = components_for(model)
         check_writable(out, "--out")
         loaded = {}
@@ -51,42 +68,58 @@ def register(app: typer.Typer) -> None:
 
         torch.manual_seed(seed)
         models: dict[str, tuple] = {}
-        results, failures = [], []
-        with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
-                      transient=True) as progress:
-            task = progress.add_task("exporting", total=len(comps))
-            for comp in comps:
-                progress.update(task, description=f"exporting {comp.name}")
-                if comp.model not in models:
-                    models[comp.model] = loaded.get(comp.model) or (build_model(comp.model, seed), {"seed": seed})
-                m, source = models[comp.model]
-                try:
-                    results.append(export_component(comp, m, out, check=check, seed=seed, source=source))
-                except ExportError as exc:
-                    failures.append(str(exc))
-                progress.advance(task)
 
-        table = Table(title=f"ONNX export → {out}", show_lines=False)
-        table.add_column("component", style="bold")
-        table.add_column("inputs")
-        table.add_column("outputs")
-        table.add_column("MB", justify="right")
-        table.add_column("export s", justify="right")
-        table.add_column("parity (rel. L2)", justify="right")
-        for r in results:
-            c = r.component
-            parity = "not checked" if r.parity is None else (
-                f"[{'green' if r.parity.ok else 'red'}]{r.parity.worst:.1e}[/]")
-            table.add_row(
-                c.name,
-                "\n".join(f"{s.name} {_shape(s)}" for s in c.inputs),
-                "\n".join(f"{s.name} {_shape(s)}" for s in c.outputs),
-                f"{r.onnx_path.stat().st_size / 1e6:.1f}", f"{r.seconds:.1f}", parity,
-            )
-        console.print(table)
-        if check:
-            console.print("parity: ONNX Runtime (CPU) vs PyTorch FP32 on fresh random inputs at the min, opt and an "
-                          "odd shape of each graph; tolerance 1e-4")
-        if failures:
-            raise ExportError("; ".join(failures))
+        def model_of(comp):
+            if comp.model not in models:
+                models[comp.model] = loaded.get(comp.model) or (build_model(comp.model, seed), {"seed": seed})
+            return models[comp.model]
+
+        results, failures = _export_all(console, comps, model_of, out, check, seed)
+        _print_table(console, results, out, check, failures)
+
+
+def _export_all(console, comps, model_of, out: Path, check: bool, seed: int) -> tuple[list, list[str]]:
+    """Export every component with the model ``model_of(comp)`` gives as ``(module, source)``, under a progress
+    bar; returns (results, failure messages)."""
+    from speechtrt.pipeline import export_component
+
+    results, failures = [], []
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task("exporting", total=len(comps))
+        for comp in comps:
+            progress.update(task, description=f"exporting {comp.name}")
+            m, source = model_of(comp)
+            try:
+                results.append(export_component(comp, m, out, check=check, seed=seed, source=source))
+            except ExportError as exc:
+                failures.append(str(exc))
+            progress.advance(task)
+    return results, failures
+
+
+def _print_table(console, results, out: Path, check: bool, failures: list[str]) -> None:
+    table = Table(title=f"ONNX export → {out}", show_lines=False)
+    table.add_column("component", style="bold")
+    table.add_column("inputs")
+    table.add_column("outputs")
+    table.add_column("MB", justify="right")
+    table.add_column("export s", justify="right")
+    table.add_column("parity (rel. L2)", justify="right")
+    for r in results:
+        c = r.component
+        parity = "not checked" if r.parity is None else (
+            f"[{'green' if r.parity.ok else 'red'}]{r.parity.worst:.1e}[/]")
+        table.add_row(
+            c.name,
+            "\n".join(f"{s.name} {_shape(s)}" for s in c.inputs),
+            "\n".join(f"{s.name} {_shape(s)}" for s in c.outputs),
+            f"{r.onnx_path.stat().st_size / 1e6:.1f}", f"{r.seconds:.1f}", parity,
+        )
+    console.print(table)
+    if check:
+        console.print("parity: ONNX Runtime (CPU) vs PyTorch FP32 on fresh random inputs at the min, opt and an "
+                      "odd shape of each graph; tolerance 1e-4")
+    if failures:
+        raise ExportError("; ".join(failures))

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from speechtrt.asr.augment import AUGMENTATIONS
 from speechtrt.asr.train import TrainConfig, train
+from speechtrt.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
@@ -87,6 +88,78 @@ def register(app: typer.Typer) -> None:
                 sidecar[key] = quick_score(out, manifest)
                 console.print(f"{key}: WER {sidecar[key]['wer']:.3f}  CER {sidecar[key]['cer']:.3f} "
                               f"(greedy {sidecar[key]['greedy_wer']:.3f})")
+        side = out.with_suffix(".json")
+        side.write_text(json.dumps(sidecar, indent=2) + "\n")
+        console.print(f"wrote {side}")
+
+    @train_app.command("tts")
+    def train_tts(
+        data: Path = typer.Option(Path("data/voice"), help="Prepared voice data (made here first when missing)."),
+        out: Path = typer.Option(Path("checkpoints/voice-en.pt"), help="Best checkpoint (by development "
+                                 "free-running CER); <out>.csv logs every evaluation, <out>.last.pt the latest "
+                                 "state."),
+        minutes: float = typer.Option(60.0, help="Training budget in CPU minutes (evaluations not counted); the LR schedule "
+                                      "follows it."),
+        seed: int = typer.Option(0),
+        init_from: Optional[Path] = typer.Option(None, help="Resume from a voice checkpoint or a <out>.last.pt state."),
+        batch_frames: int = typer.Option(6000, help="Padded mel frames per batch."),
+        lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW)."),
+        warmup_steps: int = typer.Option(300),
+        reduction: int = typer.Option(4, help="Mel frames per decoder step (new models only)."),
+        prenet_dim: int = typer.Option(128, help="Prenet width (new models only)."),
+        feedback: Optional[bool] = typer.Option(None, "--feedback/--no-feedback", help="Whether the decoder reads "
+                                                "its previous frames (default: the checkpoint's; new models: yes)."),
+        ss_rate: float = typer.Option(0.5, help="Scheduled sampling: final share of decoder inputs taken from the "
+                                      "model's own predictions."),
+        ss_passes: int = typer.Option(2, help="Passes per step (1 = teacher forcing; 3 = predictions of predictions)."),
+        ss_start: float = typer.Option(10.0, help="Minutes of this sitting before sampling starts."),
+        ss_ramp: float = typer.Option(20.0, help="Minutes over which the sampling rate rises."),
+        input_noise: float = typer.Option(0.0, help="Gaussian noise (std, normalised log-mel) on true inputs."),
+        guided_weight: float = typer.Option(2.0, help="Weight of the guided-attention loss."),
+        eval_every: float = typer.Option(12.0, help="Minutes of training between development evaluations."),
+        monitor: int = typer.Option(30, help="Development sentences decoded free-running at each evaluation."),
+        threads: int = typer.Option(1, help="torch CPU threads."),
+        train_sentences: int = typer.Option(6000, help="Data preparation: training sentences."),
+        dev_sentences: int = typer.Option(200, help="Data preparation: development sentences."),
+        data_seed: int = typer.Option(0, help="Data preparation: sentence shuffle seed."),
+        voice: str = typer.Option("en-us", help="Data preparation: espeak-ng voice."),
+    ) -> None:
+        """Train the reference voice on espeak-ng speech; write the best checkpoint (FP16) and <out>.json."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from speechtrt.tts.data import VoiceDataConfig, prepare_voice_data
+        from speechtrt.tts.train import VoiceTrainConfig, train_voice
+
+        console = Console()
+        cfg = VoiceTrainConfig(
+            data=str(data), out=str(out), minutes=minutes, seed=seed, threads=threads,
+            init_from=str(init_from) if init_from else None, batch_frames=batch_frames, peak_lr=lr,
+            warmup_steps=warmup_steps, reduction=reduction, prenet_dim=prenet_dim, feedback=feedback, ss_rate=ss_rate,
+            ss_passes=ss_passes, ss_start=ss_start, ss_ramp=ss_ramp, input_noise=input_noise,
+            guided_weight=guided_weight, eval_every=eval_every, monitor=monitor,
+        )
+        cfg.check()
+        if not (data / "train.pt").is_file():
+            if train_sentences < 1 or dev_sentences < monitor:
+                raise InputError(f"--train-sentences {train_sentences} / --dev-sentences {dev_sentences}: need at "
+                                 f"least 1 training sentence and --monitor ({monitor}) development sentences")
+            console.print(f"preparing {data} ({train_sentences} + {dev_sentences} sentences, voice {voice})")
+            prepare_voice_data(VoiceDataConfig(out=str(data), voice=voice, train_sentences=train_sentences,
+                                               dev_sentences=dev_sentences, seed=data_seed),
+                               log=lambda m: console.print(m, highlight=False))
+        started = time.time()
+        with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TextColumn("{task.description}"), TimeRemainingColumn(), console=console,
+                      disable=not console.is_terminal) as bar:
+            task = bar.add_task("", total=1.0)
+            summary = train_voice(cfg, log=lambda m: console.print(m, highlight=False),
+                                  progress=lambda f, text: bar.update(task, completed=f, description=text))
+        sidecar = {
+            "command": "speechtrt " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "checkpoint": str(out), "seed": seed, "weights": "fp16 (computed in fp32 after loading)",
+            "started_unix": round(started, 1), "host": platform.node(), "python": platform.python_version(),
+            **summary,
+        }
         side = out.with_suffix(".json")
         side.write_text(json.dumps(sidecar, indent=2) + "\n")
         console.print(f"wrote {side}")

@@ -109,6 +109,17 @@ class _ASRStreamStep(nn.Module):
         return self.model.step(features, ctx1, ctx2, h, c)
 
 
+class _StreamStep(nn.Module):
+    """A streaming model's step with its state as separate inputs (any number, in ``initial_state`` order)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features, *state):
+        return self.model.step(features, *state)
+
+
 # ---------------------------------------------------------------- random valid inputs
 
 
@@ -120,8 +131,10 @@ def _lengths(batch: int, longest: int, gen: torch.Generator, low: int = 1) -> to
 
 
 def _tts_encoder_inputs(model, s, gen):
+    vocab = model.config.vocab_size  # printable ASCII for the byte table; any valid id for a smaller vocabulary
+    low, high = (32, 127) if vocab >= 127 else (1, vocab)
     return {
-        "tokens": torch.randint(32, 127, (s["batch"], s["text"]), generator=gen),
+        "tokens": torch.randint(low, high, (s["batch"], s["text"]), generator=gen),
         "text_lengths": _lengths(s["batch"], s["text"], gen),
     }
 
@@ -196,7 +209,7 @@ def tts_components(config=None, model: str = "tts") -> list[Component]:
 
     c = config or TTSConfig()
     L, H, D, E, M = c.num_layers, c.num_heads, c.head_dim, c.hidden_dim, c.mel_dim
-    text = DimRange("text", 1, 64, c.max_text_len)
+    text = DimRange("text", 1, min(64, c.max_text_len), c.max_text_len)  # a small model's max may be below 64
     kv_text = (L, "batch", H, "text", D)
     rows = {"past_k": "past", "past_v": "past", "cross_k": "text", "cross_v": "text"}
     caches = tuple(TensorSpec(f"{kind}_{i}", "float32", ("batch", H, rows[kind], D))
@@ -217,14 +230,16 @@ def tts_components(config=None, model: str = "tts") -> list[Component]:
             outputs=(TensorSpec("frame", "float32", ("batch", M)), TensorSpec("stop_prob", "float32", ("batch",)),
                      TensorSpec("new_k", "float32", (L, "batch", H, 1, D)),
                      TensorSpec("new_v", "float32", (L, "batch", H, 1, D))),
-            dims={"batch": DimRange("batch", 1, 8, 256), "past": DimRange("past", 1, 250, c.max_frames), "text": text},
+            dims={"batch": DimRange("batch", 1, 8, 256),
+                  "past": DimRange("past", 1, min(250, c.max_frames), c.max_frames), "text": text},
             exporter="dynamo", wrap=_TTSDecoderStep, make_inputs=_tts_decoder_inputs, varargs_from=3,
         ),
         Component(
             "tts_vocoder", model,
             inputs=(TensorSpec("mel", "float32", ("batch", "frames", M)),),
             outputs=(TensorSpec("audio", "float32", ("batch", "samples")),),
-            dims={"batch": DimRange("batch", 1, 8, 64), "frames": DimRange("frames", 1, 250, c.max_frames)},
+            dims={"batch": DimRange("batch", 1, 8, 64), "frames": DimRange("frames", 1, min(250, c.max_frames),
+                                                                            c.max_frames)},
             exporter="dynamo", wrap=_TTSVocoder, make_inputs=_tts_vocoder_inputs,
         ),
     ]
@@ -233,16 +248,65 @@ def tts_components(config=None, model: str = "tts") -> list[Component]:
 def _asr_component(size: str) -> Component:
     from speechtrt.config import asr_config
 
-    c = asr_config(size)
+    return asr_component(asr_config(size), f"asr-{size}", f"asr_{size}", exporter="torchscript")
+
+
+def asr_component(config, model: str, name: str | None = None, exporter: str = "dynamo") -> Component:
+    """The graph of an offline CTC model with ``config`` (``input_dim``, ``vocab_size``): features and lengths in,
+    log-probabilities and output lengths out (:class:`speechtrt.models.protocol.OfflineASRModel`). ``name``
+    defaults to ``asr_<model>``."""
+    c = config
     return Component(
-        f"asr_{size}", f"asr-{size}",
+        name or graph_name_for(model, "asr"), model,
         inputs=(TensorSpec("features", "float32", ("batch", "frames", c.input_dim)),
                 TensorSpec("feature_lengths", "int64", ("batch",))),
         outputs=(TensorSpec("log_probs", "float32", ("batch", "out_frames", c.vocab_size)),
                  TensorSpec("output_lengths", "int64", ("batch",))),
         dims={"batch": DimRange("batch", 1, 16, 64), "frames": DimRange("frames", 1, 800, 3000)},
-        exporter="torchscript", wrap=_ASR, make_inputs=_asr_inputs,
+        exporter=exporter, wrap=_ASR, make_inputs=_asr_inputs,
     )
+
+
+def stream_component(model: nn.Module, model_name: str, name: str | None = None,
+                     exporter: str = "torchscript") -> Component:
+    """The step graph of a streaming model (:class:`speechtrt.models.protocol.StreamingASR`): one input per state
+    tensor, named as ``initial_state`` names them, with its batch axis found from ``initial_state(1)`` and
+    ``initial_state(2)``; the new state comes out as ``<name>_out``."""
+    from speechtrt.models.protocol import batch_axes
+
+    c = model.config
+    s1, s2 = model.initial_state(1), model.initial_state(2)
+    axes = batch_axes(s1, s2)
+    state_in = tuple(TensorSpec(k, "float32", tuple("batch" if i == axes[k] else d for i, d in enumerate(v.shape)))
+                     for k, v in s1.items())
+    return Component(
+        name or graph_name_for(model_name, "asr_stream"), model_name,
+        inputs=(TensorSpec("features", "float32", ("batch", "chunk", c.input_dim)), *state_in),
+        outputs=(TensorSpec("log_probs", "float32", ("batch", "out_frames", c.vocab_size)),
+                 *(TensorSpec(f"{s.name}_out", s.dtype, s.shape) for s in state_in)),
+        dims={"batch": DimRange("batch", 1, 64, 1024), "chunk": DimRange("chunk", 1, c.chunk_frames, 64)},
+        exporter=exporter, wrap=_StreamStep, make_inputs=_asr_stream_inputs, varargs_from=1,
+    )
+
+
+def graph_name_for(model: str, prefix: str) -> str:
+    """``<prefix>_<model>`` with the characters a file and an ONNX name dislike replaced."""
+    return f"{prefix}_" + "".join(ch if ch.isalnum() else "_" for ch in model)
+
+
+def components_of(model: nn.Module, name: str) -> list[Component]:
+    """The graphs of any model following a protocol of :mod:`speechtrt.models.protocol`, shaped by its config and
+    filed under ``name`` (the folder its plans go to): the three TTS graphs, or one ASR graph. The reference models
+    keep their registry components (:func:`components_for`)."""
+    from speechtrt.models.protocol import model_kind
+
+    kind = model_kind(model)
+    exporter = getattr(model, "onnx_exporter", None)
+    if kind == "tts":
+        return tts_components(model.config, model=name)
+    if kind == "asr-stream":
+        return [stream_component(model, name, exporter=exporter or "torchscript")]
+    return [asr_component(model.config, name, exporter=exporter or "dynamo")]
 
 
 def _asr_stream_component() -> Component:
@@ -268,13 +332,14 @@ def all_components() -> list[Component]:
     return [*tts_components(), *(_asr_component(s) for s in ("small", "medium", "large")), _asr_stream_component()]
 
 
-def component(name: str, config=None) -> Component:
-    """The component ``name``; for the TTS graphs, shaped by ``config`` (a model's config) when given."""
+def component(name: str, config=None, model: str = "tts") -> Component:
+    """The component ``name``; for the TTS graphs, shaped by ``config`` (a model's config) when given and filed
+    under ``model`` (the folder its plans go to)."""
     from speechtrt.vocab import check_component
 
     check_component(name)
     if config is not None and name.startswith("tts_"):
-        return next(c for c in tts_components(config) if c.name == name)
+        return next(c for c in tts_components(config, model=model) if c.name == name)
     return next(c for c in all_components() if c.name == name)
 
 

@@ -1,6 +1,6 @@
 """Checkpoints: a model's weights saved together with the config that built it.
 
-Format (``torch.save`` of a dict): ``{"format": "speechtrt-checkpoint/1", "kind": "tts" | "asr", "size": ...,
+Format (``torch.save`` of a dict): ``{"format": "speechtrt-checkpoint/1", "kind": "tts" | "asr" | "voice", "size": ...,
 "config": {...}, "state_dict": {...}, "meta": {...}}``. Loading rebuilds the module from ``config``, so a
 checkpoint is self-describing and a mismatch is reported, not silently reshaped.
 """
@@ -18,30 +18,42 @@ from speechtrt.errors import InputError
 FORMAT = "speechtrt-checkpoint/1"
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict | None = None) -> Path:
-    """Write ``model`` (a TTS or ASR reference model) and its config to ``path``."""
+def save_checkpoint(model: torch.nn.Module, path: str | Path, meta: dict | None = None, half: bool = False) -> Path:
+    """Write ``model`` (a TTS, ASR or voice reference model) and its config to ``path``.
+
+    ``half``: store floating-point parameters as FP16 (buffers keep their dtype), as shipped checkpoints are; the
+    loaded model computes in FP32 with weights rounded once.
+    """
     from speechtrt.models.asr import SimpleASRModel, StreamingASRModel
     from speechtrt.models.tts import SimpleTTSModel
+    from speechtrt.models.voice import VoiceTTS
 
     if isinstance(model, SimpleTTSModel):
         kind, size = "tts", "tts"
+    elif isinstance(model, VoiceTTS):
+        kind, size = "voice", "voice"
     elif isinstance(model, (SimpleASRModel, StreamingASRModel)):
         kind, size = "asr", model.config.size
     else:
         raise InputError(f"cannot checkpoint a {type(model).__name__}: expected a speechtrt TTS or ASR model")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    params = {name for name, _ in model.named_parameters()}
+    state = {k: (v.detach().cpu().half() if half and k in params and v.is_floating_point() else v.detach().cpu())
+             for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(
         {
             "format": FORMAT,
             "kind": kind,
             "size": size,
             "config": dataclasses.asdict(model.config),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "state_dict": state,
             "meta": meta or {},
         },
-        path,
+        tmp,
     )
+    tmp.replace(path)
     return path
 
 
@@ -74,6 +86,10 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
         raise InputError(f"checkpoint {path} is not a {FORMAT} file; save it with speechtrt.models.save_checkpoint")
     if blob["kind"] == "tts":
         model: torch.nn.Module = SimpleTTSModel(TTSConfig(**blob["config"]))
+    elif blob["kind"] == "voice":
+        from speechtrt.models.voice import VoiceConfig, VoiceTTS
+
+        model = VoiceTTS(VoiceConfig.from_dict(blob["config"]))
     else:
         config = ASRConfig(**blob["config"])
         model = StreamingASRModel(config) if config.size == "stream" else SimpleASRModel(config)

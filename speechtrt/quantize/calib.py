@@ -69,10 +69,11 @@ class CalibSet:
     component: str
     arrays: dict[str, np.ndarray]
     meta: dict = field(default_factory=dict)
+    spec: Component | None = None  # the component, when it is not a registry one (a user's model)
 
     @property
     def samples(self) -> int:
-        comp = component(self.component)
+        comp = self.spec or component(self.component)
         spec = comp.inputs[0]
         return int(self.arrays[spec.name].shape[spec.shape.index("batch")])
 
@@ -124,56 +125,73 @@ def _pad_stack(rows: list[np.ndarray], axis_len: int, dtype, value=0) -> np.ndar
 # ---------------------------------------------------------------- TTS
 
 
-def _tts_batch(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    from speechtrt.models.text import tts_tokens
+def _tts_batch(texts: list[str], tokenizer=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded token ids and lengths of ``texts`` by ``tokenizer`` (default: the seed's byte table)."""
+    from speechtrt.models.text import ByteTokenizer
 
-    toks = [np.array(tts_tokens(t), dtype=np.int64) for t in texts]
+    tokenizer = tokenizer or ByteTokenizer()
+    toks = [np.array(tokenizer.tokens(t), dtype=np.int64) for t in texts]
     lengths = np.array([len(t) for t in toks], dtype=np.int64)
     return torch.from_numpy(_pad_stack(toks, int(lengths.max()), np.int64)), torch.from_numpy(lengths)
 
 
 @torch.no_grad()
-def tts_decode(model, texts: list[str], rule: FrameRule = FrameRule()) -> dict:
-    """Decode ``texts`` together with the KV cache, each to its ``FrameRule`` length.
+def tts_decode(model, texts: list[str], rule: FrameRule = FrameRule(), stop_token: bool = False) -> dict:
+    """Decode ``texts`` together with the KV cache, each to its ``FrameRule`` length — or, with ``stop_token``
+    (a trained model), each until its stop probability crosses 0.5 (at most the rule's length, within
+    ``config.max_frames``).
 
     Returns the encoder inputs, cross K/V, per-text frame counts and, per step, the decoder-step inputs as they
     occurred: ``prev`` [T, B, M], the self-attention cache ``k``/``v`` [L, B, H, T, D], and the decoded ``mel``
     [B, T, M]. Rows of a text past its frame count are decoded but never used.
     """
     with single_thread():
-        return _tts_decode(model, texts, rule)
+        return _tts_decode(model, texts, rule, stop_token)
 
 
-def _tts_decode(model, texts: list[str], rule: FrameRule) -> dict:
-    tokens, lengths = _tts_batch(texts)
+def _tts_decode(model, texts: list[str], rule: FrameRule, stop_token: bool = False) -> dict:
+    from speechtrt.models.text import tokenizer_of
+
+    tokens, lengths = _tts_batch(texts, tokenizer_of(model))
     memory = model.encode(tokens, lengths)
     cross_k, cross_v = model.cross_kv(memory)
-    frames = [rule.frames_for_text(len(t)) for t in texts]
     c: TTSConfig = model.config
+    frames = [min(rule.frames_for_text(len(t)), c.max_frames) for t in texts]
     b, n = len(texts), max(frames)
     ks = torch.zeros(c.num_layers, b, c.num_heads, n, c.head_dim)
     vs = torch.zeros_like(ks)
     prev = torch.zeros(n, b, c.mel_dim)
     mel = torch.zeros(b, n, c.mel_dim)
     frame = torch.zeros(b, c.mel_dim)
+    stopped = [False] * b
     for t in range(n):
         prev[t] = frame
         past = max(t, 1)
-        frame, _stop, k, v = model.decode_step(
-            frame, torch.full((b,), t, dtype=torch.long), ks[:, :, :, :past], vs[:, :, :, :past],
-            cross_k, cross_v, lengths,
+        frame, stop, k, v = model.decode_step(
+            frame, torch.full((b,), t, dtype=torch.long), list(ks[:, :, :, :past]), list(vs[:, :, :, :past]),
+            list(cross_k), list(cross_v), lengths,
         )
         ks[:, :, :, t: t + 1] = k
         vs[:, :, :, t: t + 1] = v
         mel[:, t] = frame
+        if stop_token:
+            for i in range(b):
+                if not stopped[i] and float(stop[i]) > 0.5:
+                    stopped[i], frames[i] = True, min(frames[i], t + 1)
+            if all(stopped):
+                n = t + 1
+                prev, ks, vs, mel = prev[:n], ks[:, :, :, :n], vs[:, :, :, :n], mel[:, :n]
+                break
     return {"tokens": tokens, "text_lengths": lengths, "cross_k": cross_k, "cross_v": cross_v,
             "frames": frames, "prev": prev, "k": ks, "v": vs, "mel": mel}
 
 
-def capture_tts(model, texts: list[str], steps_per_text: int, seed: int = 0) -> dict[str, CalibSet]:
-    """Encoder, decoder-step and vocoder sets from one real decoding run over ``texts``."""
+def capture_tts(model, texts: list[str], steps_per_text: int, seed: int = 0, stop_token: bool = False
+                ) -> dict[str, CalibSet]:
+    """Encoder, decoder-step and vocoder sets from one real decoding run over ``texts`` (to each text's stop token
+    with ``stop_token``)."""
     rng = np.random.default_rng(seed)
-    run = tts_decode(model, texts)
+    run = tts_decode(model, texts, stop_token=stop_token)
     lengths = run["text_lengths"].numpy()
     order = np.argsort(lengths, kind="stable")
     encoder = {"tokens": run["tokens"].numpy()[order], "text_lengths": lengths[order]}
@@ -182,7 +200,7 @@ def capture_tts(model, texts: list[str], steps_per_text: int, seed: int = 0) -> 
     picks = []
     for i, n in enumerate(run["frames"]):
         pos = rng.choice(n, size=min(steps_per_text, n), replace=False)
-        if steps_per_text >= 2:
+        if len(pos) >= 2:
             pos[:2] = [0, n - 1]
         picks += [(i, int(p)) for p in pos]
     picks.sort(key=lambda ip: ip[1])
@@ -204,17 +222,19 @@ def capture_tts(model, texts: list[str], steps_per_text: int, seed: int = 0) -> 
         "cross_v": run["cross_v"][:, rows].numpy(),
     }, model.config.num_layers)
 
-    # vocoder: windows of decoded mel (whole mel when shorter than a window is impossible: min 10 frames)
+    # vocoder: windows of decoded mel, all of the shortest text's length when a text is shorter than a window
     mels = []
+    window = min(VOCODER_WINDOW, *run["frames"])
     for i, n in enumerate(run["frames"]):
         for _ in range(steps_per_text):
-            w = min(VOCODER_WINDOW, n)
+            w = window
             start = int(rng.integers(0, n - w + 1))
             mels.append(run["mel"][i, start: start + w].numpy())
     w = min(m.shape[0] for m in mels)
     vocoder = {"mel": np.stack([m[:w] for m in mels]).astype(np.float32)}
 
-    meta = {"texts": len(texts), "decoded_frames": int(sum(run["frames"])), "frame_rule": "clamp(5*chars, 10, 1000)"}
+    meta = {"texts": len(texts), "decoded_frames": int(sum(run["frames"])),
+            "frame_rule": "to the stop token" if stop_token else "clamp(5*chars, 10, 1000)"}
     return {
         "tts_encoder": CalibSet("tts_encoder", encoder, {**meta, "source": "text"}),
         "tts_decoder_step": CalibSet("tts_decoder_step", decoder, {
@@ -389,21 +409,42 @@ def load_model(model_name: str, checkpoint: str | Path | None = None, seed: int 
 
 
 def capture(components: list[Component], calib_dir: str | Path, config: CaptureConfig = CaptureConfig(),
-            checkpoints: dict[str, str] | None = None, progress=None) -> dict[str, dict]:
+            checkpoints: dict[str, str] | None = None, progress=None, model=None,
+            stop_token: bool = False) -> dict[str, dict]:
     """Capture calibration and held-out sets for ``components`` into ``calib_dir`` and update its manifest.
 
-    ``progress(description, advance)`` is called as work proceeds (for a progress bar). Returns the manifest
-    entries written: ``{component: {"calibration": {...}, "heldout": {...}, "seconds": s}}``.
+    ``model``: the PyTorch model the components belong to (a trained voice, a user's model); default the reference
+    model of each component (from ``checkpoints`` when given, else seeded). ``stop_token``: TTS decoding runs to each
+    text's stop token instead of the frame rule. ``progress(description, advance)`` is called as work proceeds (for
+    a progress bar). Returns the manifest entries written: ``{component: {"calibration": {...}, "heldout": {...},
+    "seconds": s}}``.
     """
     from speechtrt.files import check_writable
 
     with single_thread():
-        return _capture(components, check_writable(calib_dir), config, checkpoints or {}, progress)
+        return _capture(components, check_writable(calib_dir), config, checkpoints or {}, progress, model,
+                        stop_token)
 
 
-def _capture(components, calib_dir: Path, config: CaptureConfig, checkpoints: dict[str, str], progress) -> dict:
+def _readable_texts(texts: list[str], tokenizer) -> list[str]:
+    """The texts ``tokenizer`` reads (a voice refuses some characters the byte table takes)."""
+    from speechtrt.errors import InputError as _Refused
+
+    out = []
+    for t in texts:
+        try:
+            tokenizer.tokens(t)
+        except _Refused:
+            continue
+        out.append(t)
+    return out
+
+
+def _capture(components, calib_dir: Path, config: CaptureConfig, checkpoints: dict[str, str], progress,
+             user_model=None, stop_token: bool = False) -> dict:
     tick = progress or (lambda desc, advance=0: None)
     wanted = {c.name for c in components}
+    specs = {c.name: c for c in components}
     entries: dict[str, dict] = {}
     t_start = time.perf_counter()
     sentences = english_sentences()
@@ -412,6 +453,7 @@ def _capture(components, calib_dir: Path, config: CaptureConfig, checkpoints: di
         for name, cs in sets.items():
             if name not in wanted:
                 continue
+            cs.spec = specs.get(name)
             path = save_set(cs, calib_dir / ("heldout" if which == "heldout" else "") / f"{name}.npz")
             entries.setdefault(name, {})[which] = describe(cs, path)
             entries[name]["seconds"] = round(entries[name].get("seconds", 0.0) + seconds, 3)
@@ -419,17 +461,23 @@ def _capture(components, calib_dir: Path, config: CaptureConfig, checkpoints: di
     torch.manual_seed(config.seed)
     if wanted & {"tts_encoder", "tts_decoder_step", "tts_vocoder"}:
         tick("TTS: decoding real text")
-        model = load_model("tts", checkpoints.get("tts"), config.seed)
+        from speechtrt.models.text import tokenizer_of
+
+        model = user_model if user_model is not None else load_model("tts", checkpoints.get("tts"), config.seed)
+        tokenizer = tokenizer_of(model)
         calib_texts, held_texts = split_sentences(sentences, config.tts_max_chars, config.seed)
+        if user_model is not None:
+            calib_texts, held_texts = _readable_texts(calib_texts[:256], tokenizer), _readable_texts(
+                held_texts[:64], tokenizer)
         # encoder: one sample per text; decoder step and vocoder: several positions per text
         per_text = 2
         for which, pool, n in (("calibration", calib_texts, config.samples), ("heldout", held_texts, config.heldout)):
             t0 = time.perf_counter()
             # the decoder-step set holds padded past K/V ([L, N, H, P, D] twice): at most 32 samples keeps it ~150 MB
             texts = pool[: max(1, min(n, 32) // per_text)]
-            sets = capture_tts(model, texts, per_text, seed=config.seed + (which == "heldout"))
+            sets = capture_tts(model, texts, per_text, seed=config.seed + (which == "heldout"), stop_token=stop_token)
             enc_texts = pool[:n]
-            tokens, lengths = _tts_batch(enc_texts)
+            tokens, lengths = _tts_batch(enc_texts, tokenizer)
             order = np.argsort(lengths.numpy(), kind="stable")
             sets["tts_encoder"] = CalibSet("tts_encoder", {
                 "tokens": tokens.numpy()[order], "text_lengths": lengths.numpy()[order]}, {
@@ -440,6 +488,12 @@ def _capture(components, calib_dir: Path, config: CaptureConfig, checkpoints: di
             tick(f"TTS {which} captured", 1)
 
     asr_names = [n for n in ("asr_small", "asr_medium", "asr_large", "asr_stream_step") if n in wanted]
+    if user_model is not None:  # a model of its own: its one ASR graph takes the same whole-utterance features
+        asr_names = [c.name for c in components if not c.name.startswith("tts_")]
+        if any(len(specs[n].inputs) != 2 and n != "asr_stream_step" for n in asr_names):
+            raise InputError("calibration of a streaming model of your own is not supported yet: export it, and "
+                             "run it at FP32 (or INT8 with ONNX Runtime's dynamic quantization)")
+
     if asr_names:
         calib_texts, held_texts = split_sentences(sentences, config.asr_max_chars, config.seed + 1)
         for which, pool, n, voices in (("calibration", calib_texts, config.samples, CALIB_VOICES),
@@ -457,8 +511,9 @@ def _capture(components, calib_dir: Path, config: CaptureConfig, checkpoints: di
             for name in asr_names:
                 if name == "asr_stream_step":
                     t1 = time.perf_counter()
-                    arrays = capture_stream(load_model("asr-stream", checkpoints.get("asr-stream"), config.seed),
-                                            utts, n, seed=config.seed)
+                    stream_model = user_model if user_model is not None else load_model(
+                        "asr-stream", checkpoints.get("asr-stream"), config.seed)
+                    arrays = capture_stream(stream_model, utts, n, seed=config.seed)
                     sets[name] = CalibSet(name, arrays, {**audio_meta, "source": "espeak-ng speech -> log_mel -> "
                                                          "chunked streaming states (model.step)"})
                     store({name: sets.pop(name)}, which, speak_s + time.perf_counter() - t1)

@@ -200,7 +200,7 @@ def graph_fidelity(comp: Component, ref, test, feeds: list[dict[str, np.ndarray]
 
 
 def tts_end_to_end(runners: dict, tokens: np.ndarray, text_lengths: np.ndarray,
-                   rule: FrameRule = FrameRule()) -> dict[str, np.ndarray]:
+                   rule: FrameRule = FrameRule(), mel_dim: int = 80) -> dict[str, np.ndarray]:
     """Encoder -> KV-cached decoder loop -> vocoder for a batch of texts, each to its ``FrameRule`` length.
 
     Returns ``mel`` [B, T, M], ``stop`` [B, T] and ``audio`` [B, T * samples_per_frame]; ``frames`` [B] says what
@@ -213,7 +213,6 @@ def tts_end_to_end(runners: dict, tokens: np.ndarray, text_lengths: np.ndarray,
     n = int(frames.max())
     cache_k = np.zeros((layers, b, heads, n, head_dim), np.float32)
     cache_v = np.zeros_like(cache_k)
-    mel_dim = 80
     frame = np.zeros((b, mel_dim), np.float32)
     mel = np.zeros((b, n, mel_dim), np.float32)
     stop = np.zeros((b, n), np.float32)
@@ -333,9 +332,10 @@ def _judge_graph(row: dict, b: Bounds) -> list[str]:
 
 
 def evaluate_component(name: str, precision: str, calib_dir: str | Path, open_graph: GraphOpener,
-                       max_batches: int | None = None) -> dict:
-    """One row of the report: a component's graph at ``precision`` against its FP32 graph on held-out inputs."""
-    comp = component(name)
+                       max_batches: int | None = None, comp: Component | None = None) -> dict:
+    """One row of the report: a component's graph at ``precision`` against its FP32 graph on held-out inputs
+    (``comp``: the component when it is not a registry one, e.g. a user's model's)."""
+    comp = comp or component(name)
     t0 = time.perf_counter()
     feeds = minibatches(comp, load_set(calib_dir, name, heldout=True), EVAL_BATCH)[:max_batches]
     ref = open_graph(name, "fp32", None)
@@ -363,8 +363,10 @@ def evaluate_component(name: str, precision: str, calib_dir: str | Path, open_gr
     return row
 
 
-def evaluate_tts_e2e(precision: str, calib_dir: str | Path, open_graph: GraphOpener, texts: int = 4) -> dict:
-    """The TTS chain at ``precision`` against the all-FP32 chain, on held-out texts."""
+def evaluate_tts_e2e(precision: str, calib_dir: str | Path, open_graph: GraphOpener, texts: int = 4,
+                     comps: dict[str, Component] | None = None) -> dict:
+    """The TTS chain at ``precision`` against the all-FP32 chain, on held-out texts (``comps``: the three
+    components by name when they are not the registry's, e.g. a user's model's)."""
     t0 = time.perf_counter()
     enc = load_set(calib_dir, "tts_encoder", heldout=True)
     # held-out texts spread across lengths (the set is sorted by length)
@@ -372,12 +374,16 @@ def evaluate_tts_e2e(precision: str, calib_dir: str | Path, open_graph: GraphOpe
     lengths = enc["text_lengths"][pick]
     tokens = np.ascontiguousarray(enc["tokens"][pick][:, : int(lengths.max())])
     names = ("tts_encoder", "tts_decoder_step", "tts_vocoder")
+    comps = comps or {n: component(n) for n in names}
+    mel_dim = next(s.shape[1] for s in comps["tts_decoder_step"].inputs if s.name == "prev_frame")
     ref = {n: open_graph(n, "fp32", None) for n in names}
-    probe = {n: minibatches(component(n), load_set(calib_dir, n, heldout=True), 2)[0] for n in names}
+    probe = {n: minibatches(comps[n], load_set(calib_dir, n, heldout=True), 2)[0] for n in names}
     test = {n: open_graph(n, precision, probe[n]) for n in names}
+    ref_out = tts_end_to_end(ref, tokens, lengths, mel_dim=mel_dim)
+    spf = ref_out["audio"].shape[1] // max(1, ref_out["mel"].shape[1])
     row = {"component": "tts_end_to_end", "precision": precision,
            "backend": ",".join(sorted({r.backend for r in test.values()})),
-           **tts_e2e_fidelity(tts_end_to_end(ref, tokens, lengths), tts_end_to_end(test, tokens, lengths))}
+           **tts_e2e_fidelity(ref_out, tts_end_to_end(test, tokens, lengths, mel_dim=mel_dim), spf)}
     b = bounds_for("tts", precision, "tts_e2e")
     fails = []
     if row["audio_snr_db"] < b.min_snr_db:

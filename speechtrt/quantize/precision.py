@@ -214,6 +214,10 @@ def make_fp16(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, np.nd
         except Exception as exc:
             raise ExportError(f"AutoCast FP16 of {comp.name} failed: {exc.__class__.__name__}: {str(exc)[:300]}\n"
                               f"{log.getvalue()[-800:]}") from exc
+    # AutoCast's shape annotations can give tensors of different sizes one symbolic dim (seen on the voices'
+    # Griffin-Lim vocoder: [B, 80, T] and [B, 513, T] tied), which ONNX Runtime's buffer planner trusts and then
+    # fails on ("Shape mismatch attempting to re-use buffer"). value_info is optional: ORT and TensorRT infer shapes.
+    del model.graph.value_info[:]
     onnx.save(model, str(out))
     seconds = time.perf_counter() - t0
     counts = graph_counts(model)

@@ -1,0 +1,228 @@
+"""The trained-voice architecture: cached step == full recompute, padding independence, checkpoints, and a tiny
+random voice decoding to its stop token through the runtime's pool, scheduler and runners."""
+
+import numpy as np
+import pytest
+import torch
+
+from speechtrt.export import component
+from speechtrt.models.checkpoints import load_checkpoint, save_checkpoint
+from speechtrt.models.vocoder import MelConfig
+from speechtrt.models.voice import VoiceConfig, VoiceTTS, build_voice
+from speechtrt.runtime.kv_pool import KVCachePool, PoolShape
+from speechtrt.runtime.runner import RunnerDecoderStep, TorchRunner
+from speechtrt.runtime.scheduler import DecodeRequest, Scheduler, SchedulerConfig
+
+TINY = VoiceConfig(hidden_dim=32, num_heads=2, num_layers=2, encoder_layers=1, encoder_convs=2, ffn_dim=64,
+                   prenet_dim=16, postnet_channels=16, postnet_layers=3, max_text_len=32, max_frames=40,
+                   mel=MelConfig(gl_iters=4))
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_voice(TINY, seed=3)
+
+
+def test_config_is_what_the_runtime_reads():
+    c = VoiceConfig()
+    assert c.mel_dim == c.reduction * c.n_mels == 320
+    assert c.samples_per_frame == c.reduction * c.mel.hop and c.sample_rate == 16000
+    assert c.head_dim * c.num_heads == c.hidden_dim
+    assert VoiceConfig.from_dict(__import__("dataclasses").asdict(c)) == c
+
+
+def _cached_rollout(model, tokens, lengths, inputs):
+    """Feed ``inputs`` [B, T, M] through the cached step one position at a time (the runtime's loop)."""
+    c = model.config
+    b, t, _ = inputs.shape
+    ck, cv = model.cross_kv(model.encode(tokens, lengths))
+    past_k = torch.zeros(c.num_layers, b, c.num_heads, t, c.head_dim)
+    past_v = torch.zeros_like(past_k)
+    frames, stops = [], []
+    for i in range(t):
+        p = max(i, 1)
+        f, s, nk, nv = model.decode_step(inputs[:, i], torch.full((b,), i), past_k[:, :, :, :p],
+                                         past_v[:, :, :, :p], ck, cv, lengths)
+        past_k[:, :, :, i], past_v[:, :, :, i] = nk[:, :, :, 0], nv[:, :, :, 0]
+        frames.append(f)
+        stops.append(s)
+    return torch.stack(frames, 1), torch.stack(stops, 1)
+
+
+@pytest.mark.parametrize("batch, steps", [(1, 1), (1, 7), (3, 12), (5, 30)])
+def test_cached_steps_equal_the_full_causal_pass(tiny, batch, steps):
+    gen = torch.Generator().manual_seed(batch * 100 + steps)
+    tokens = torch.randint(4, TINY.vocab_size, (batch, 20), generator=gen)
+    lengths = torch.randint(3, 21, (batch,), generator=gen)
+    lengths[0] = 20
+    inputs = torch.randn(batch, steps, TINY.mel_dim, generator=gen)
+    inputs[:, 0] = 0
+    with torch.no_grad():
+        full, stop_logits, weights = tiny.teacher_forced(tokens, lengths, inputs)
+        cached, stop = _cached_rollout(tiny, tokens, lengths, inputs)
+    assert weights.shape == (TINY.num_layers, batch, TINY.num_heads, steps, 20)
+    assert rel(cached, full) < 1e-5
+    assert torch.allclose(stop, torch.sigmoid(stop_logits), atol=1e-6)
+    # padded text positions get no cross-attention
+    for b, n in enumerate(lengths.tolist()):
+        assert float(weights[:, b, :, :, n:].abs().sum()) == 0.0
+
+
+def test_padded_rows_equal_each_text_alone(tiny):
+    tokens = torch.randint(4, TINY.vocab_size, (3, 15))
+    lengths = torch.tensor([15, 8, 2])
+    inputs = torch.randn(3, 6, TINY.mel_dim)
+    with torch.no_grad():
+        memory = tiny.encode(tokens, lengths)
+        frames, _, _ = tiny.teacher_forced(tokens, lengths, inputs)
+        for b, n in enumerate(lengths.tolist()):
+            alone_memory = tiny.encode(tokens[b:b + 1, :n], lengths[b:b + 1])
+            alone, _, _ = tiny.teacher_forced(tokens[b:b + 1, :n], lengths[b:b + 1], inputs[b:b + 1])
+            assert rel(alone_memory[0], memory[b, :n]) < 1e-5
+            assert rel(alone[0], frames[b]) < 1e-5
+
+
+def test_inference_is_deterministic_and_training_is_not(tiny):
+    tokens, lengths = torch.randint(4, TINY.vocab_size, (1, 9)), torch.tensor([9])
+    inputs = torch.randn(1, 5, TINY.mel_dim)
+    with torch.no_grad():
+        a, _, _ = tiny.teacher_forced(tokens, lengths, inputs)
+        b, _, _ = tiny.teacher_forced(tokens, lengths, inputs)
+        assert torch.equal(a, b)  # the prenet's inference dropout is a fixed mask per position
+        tiny.train()
+        try:
+            c, _, _ = tiny.teacher_forced(tokens, lengths, inputs)
+        finally:
+            tiny.eval()
+    assert not torch.allclose(a, c)
+
+
+def test_vocoder_turns_decoder_frames_into_audio(tiny):
+    frames = torch.randn(2, 5, TINY.mel_dim)
+    with torch.no_grad():
+        audio = tiny.vocoder_inference(frames)
+        mel = tiny.log_mel(frames)
+    assert audio.shape == (2, 5 * TINY.samples_per_frame)
+    assert mel.shape == (2, 5 * TINY.reduction, TINY.n_mels)
+    assert torch.isfinite(audio).all()
+
+
+def test_checkpoint_round_trip_rebuilds_the_voice(tmp_path, tiny):
+    with torch.no_grad():
+        tiny.mel_mean.fill_(-4.0)
+        tiny.mel_std.fill_(2.5)
+    path = save_checkpoint(tiny, tmp_path / "voice.pt", {"note": "tiny"}, half=True)
+    blob = torch.load(path, weights_only=True)
+    assert blob["kind"] == "voice" and blob["state_dict"]["embedding.weight"].dtype == torch.float16
+    assert blob["state_dict"]["mel_mean"].dtype == torch.float32  # buffers keep their precision
+    model, meta = load_checkpoint(path)
+    assert isinstance(model, VoiceTTS) and model.config == TINY and meta == {"note": "tiny"}
+    assert not model.training and torch.equal(model.mel_std, tiny.mel_std)
+    tokens, lengths = torch.randint(4, TINY.vocab_size, (2, 7)), torch.tensor([7, 4])
+    with torch.no_grad():
+        ref, _ = tiny.generate(tokens, lengths, max_steps=6)
+        got, _ = model.generate(tokens, lengths, max_steps=6)
+    assert rel(got, ref) < 5e-2  # weights rounded to FP16 once
+
+
+def _runtime_decode(model, texts: list[list[int]], arrivals: dict[int, list[int]], budget: int):
+    """Decode token sequences to their stop tokens with the runtime's pieces, as the TTS service wires them:
+    encoder runner → KVCachePool.load, Scheduler + RunnerDecoderStep, vocoder runner per finished request."""
+    c = model.config
+    encoder = TorchRunner(component("tts_encoder"), model)
+    step = RunnerDecoderStep(TorchRunner(component("tts_decoder_step"), model))
+    vocoder = TorchRunner(component("tts_vocoder"), model)
+    pool = KVCachePool(PoolShape.for_model(c, 2, budget, c.max_text_len))
+    sched = Scheduler(SchedulerConfig(max_slots=2, max_frames=budget, max_text=c.max_text_len))
+    results, it = {}, 0
+    while it < 200:
+        for j in arrivals.get(it, []):
+            sched.submit(DecodeRequest(text_len=len(texts[j]), frame_budget=budget, use_stop=True,
+                                       request_id=str(j), payload=j))
+        plan = sched.schedule()
+        for move in plan.moves:
+            pool.move(move.src, move.dst)
+        if plan.admitted:
+            ids = [texts[r.payload] for r in plan.admitted]
+            tokens = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.int64)
+            for k, x in enumerate(ids):
+                tokens[k, : len(x)] = torch.tensor(x)
+            lengths = torch.tensor([len(x) for x in ids])
+            out = encoder.infer({"tokens": tokens, "text_lengths": lengths})
+            pool.load([r.slot for r in plan.admitted], out["cross_k"], out["cross_v"], lengths.tolist())
+        n = len(plan.active)
+        if n:
+            step.step(pool, n)
+            outcome = sched.record_step((pool.stop_prob[:n] > 0.5).tolist(), 0.0)
+            for req, slot in outcome.finished:
+                mel = pool.mel_of(slot, req.frames)
+                audio = vocoder.infer({"mel": mel[None]})["audio"][0]
+                results[req.payload] = (mel, audio, req.finish_reason)
+                pool.release(slot)
+            for move in outcome.moves:
+                pool.move(move.src, move.dst)
+        it += 1
+        if sched.idle and it > max(arrivals):
+            break
+    return results
+
+
+def test_tiny_voice_decodes_to_its_stop_token_through_the_runtime():
+    """A random voice whose stop head fires at text-dependent steps (its logits scaled ×50, so every decision is far
+    from the threshold): staggered requests through 2 slots stop where each text stops alone (model.generate),
+    with the same frames and audio; a text that never stops ends at the frame budget."""
+    model = build_voice(TINY, seed=12)
+    with torch.no_grad():
+        model.stop_projection.weight.mul_(50.0)
+        model.stop_projection.bias.mul_(50.0)
+    gen = torch.Generator().manual_seed(5)
+    texts = [torch.randint(4, TINY.vocab_size, (n,), generator=gen).tolist() for n in (5, 12, 9, 3)]
+    budget = 30
+    alone = []
+    with torch.no_grad():
+        for x in texts:
+            frames, steps = model.generate(torch.tensor([x]), torch.tensor([len(x)]), max_steps=budget)
+            n = int(steps[0])
+            alone.append((frames[0, :n], model.vocoder_inference(frames[:, :n])[0], n))
+    assert [n for _, _, n in alone] == [9, 30, 7, 7]
+    got = _runtime_decode(model, texts, {0: [0, 1], 1: [2], 3: [3]}, budget)
+    for j, (mel, audio, n) in enumerate(alone):
+        r_mel, r_audio, reason = got[j]
+        assert reason == ("stop_token" if n < budget else "frame_budget") and r_mel.shape == (n, TINY.mel_dim)
+        assert rel(r_mel, mel) < 1e-5
+        assert r_audio.shape == (n * TINY.samples_per_frame,) and rel(r_audio, audio) < 1e-3
+
+
+@pytest.mark.slow
+def test_decoder_step_exports_through_the_seed_component_and_matches_onnx_runtime(tmp_path, tiny):
+    """The voice's cached step goes through the runtime's export component unchanged (dynamic batch, past, text)."""
+    from speechtrt.export.onnx import export_component
+
+    result = export_component(component("tts_decoder_step"), tiny, tmp_path)
+    assert result.parity is not None and result.parity.ok, result.parity.worst
+
+
+@pytest.mark.slow
+def test_encoder_exports_with_dynamic_batch_and_text(tmp_path, tiny):
+    import onnxruntime as ort
+
+    from speechtrt.export.components import _TTSEncoder
+
+    batch, text = torch.export.Dim("batch", min=1, max=16), torch.export.Dim("text", min=2, max=TINY.max_text_len)
+    example = (torch.randint(4, TINY.vocab_size, (2, 9)), torch.tensor([9, 5]))
+    path = tmp_path / "voice_encoder.onnx"
+    torch.onnx.export(_TTSEncoder(tiny).eval(), example, dynamo=True, input_names=["tokens", "text_lengths"],
+                      output_names=["memory", "cross_k", "cross_v"],
+                      dynamic_shapes={"tokens": {0: batch, 1: text}, "text_lengths": {0: batch}},
+                      opset_version=18).save(str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    tokens, lengths = torch.randint(4, TINY.vocab_size, (3, 21)), torch.tensor([21, 13, 2])
+    with torch.no_grad():
+        ref = _TTSEncoder(tiny)(tokens, lengths)
+    got = sess.run(None, {"tokens": tokens.numpy(), "text_lengths": lengths.numpy()})
+    for r, g in zip(ref, got):
+        assert rel(torch.from_numpy(g), r) < 1e-5
