@@ -133,9 +133,9 @@ def _runtime_decode(model, texts: list[list[int]], arrivals: dict[int, list[int]
     """Decode token sequences to their stop tokens with the runtime's pieces, as the TTS service wires them:
     encoder runner → KVCachePool.load, Scheduler + RunnerDecoderStep, vocoder runner per finished request."""
     c = model.config
-    encoder = TorchRunner(component("tts_encoder"), model)
-    step = RunnerDecoderStep(TorchRunner(component("tts_decoder_step"), model))
-    vocoder = TorchRunner(component("tts_vocoder"), model)
+    encoder = TorchRunner(component("tts_encoder", c), model)
+    step = RunnerDecoderStep(TorchRunner(component("tts_decoder_step", c), model))
+    vocoder = TorchRunner(component("tts_vocoder", c), model)
     pool = KVCachePool(PoolShape.for_model(c, 2, budget, c.max_text_len))
     sched = Scheduler(SchedulerConfig(max_slots=2, max_frames=budget, max_text=c.max_text_len))
     results, it = {}, 0
@@ -200,9 +200,9 @@ def test_tiny_voice_decodes_to_its_stop_token_through_the_runtime():
 @pytest.mark.slow
 def test_decoder_step_exports_through_the_seed_component_and_matches_onnx_runtime(tmp_path, tiny):
     """The voice's cached step goes through the runtime's export component unchanged (dynamic batch, past, text)."""
-    from speechtrt.export.onnx import export_component
+    from speechtrt.pipeline import export_component
 
-    result = export_component(component("tts_decoder_step"), tiny, tmp_path)
+    result = export_component(component("tts_decoder_step", tiny.config), tiny, tmp_path)
     assert result.parity is not None and result.parity.ok, result.parity.worst
 
 
