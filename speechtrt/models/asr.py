@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from speechtrt.config import ASRConfig, asr_config
+from speechtrt.models.seeding import seeded
 
 
 def frontend_lengths(lengths: torch.Tensor) -> torch.Tensor:
@@ -167,13 +168,7 @@ class StreamingASRModel(nn.Module):
 def build_asr(size: str = "medium", seed: int = 0) -> nn.Module:
     """A deterministically initialised ``small|medium|large`` or ``stream`` model in eval mode."""
     config = asr_config(size)
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = StreamingASRModel(config) if size == "stream" else SimpleASRModel(config)
-    finally:
-        torch.random.set_rng_state(gen_state)
-    return model.eval()
+    return seeded(lambda: StreamingASRModel(config) if size == "stream" else SimpleASRModel(config), seed)
 
 
 def trim_classifier(model: nn.Module, columns) -> nn.Module:

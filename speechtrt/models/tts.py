@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from speechtrt.config import TTSConfig
+from speechtrt.models.seeding import seeded
 
 _MASKED = -1.0e4  # exp(-1e4 - max) underflows to exactly 0 in fp32 and fp16; representable in fp16
 
@@ -261,10 +262,4 @@ def _pad_mask(lengths: torch.Tensor, n: int) -> torch.Tensor:
 
 def build_tts(config: TTSConfig | None = None, seed: int = 0) -> SimpleTTSModel:
     """A deterministically initialised model in eval mode."""
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = SimpleTTSModel(config)
-    finally:
-        torch.random.set_rng_state(gen_state)
-    return model.eval()
+    return seeded(lambda: SimpleTTSModel(config), seed)

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from speechtrt.models.phonemes import VOCAB_SIZE
+from speechtrt.models.seeding import seeded
 from speechtrt.models.tts import _attend, _heads, _merge, cache_rows, cached_decoder_layer, step_masks
 from speechtrt.models.vocoder import GriffinLim, MelConfig
 
@@ -340,10 +341,4 @@ def _attend_weights(q, k, v, keep, p: float, training: bool):
 
 def build_voice(config: VoiceConfig | None = None, seed: int = 0) -> VoiceTTS:
     """A deterministically initialised voice in eval mode."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        model = VoiceTTS(config)
-    finally:
-        torch.random.set_rng_state(state)
-    return model.eval()
+    return seeded(lambda: VoiceTTS(config), seed)
