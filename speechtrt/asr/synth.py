@@ -262,15 +262,21 @@ class Festival(Synthesizer):
             return out
 
 
+def _listing(cmd: list[str], timeout: float) -> str | None:
+    """What an engine prints when asked for its voices; None when it is not installed or does not answer."""
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 @functools.lru_cache(maxsize=2)
 def _festival_english_voices(accents: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     """``(voice.list)`` of festival, kept when known English or installed under an English voice folder."""
-    if shutil.which("festival") is None:
-        return ()
-    try:
-        out = subprocess.run(["festival", "-b", "(print (voice.list))"], capture_output=True, text=True,
-                             timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
+    out = _listing(["festival", "-b", "(print (voice.list))"], 60)
+    if out is None:
         return ()
     known = dict(accents)
     english_dirs = {p.name for d in ("english", "us", "british")
@@ -314,11 +320,8 @@ class Flite(Synthesizer):
 
 @functools.lru_cache(maxsize=2)
 def _flite_english_voices(accents: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    if shutil.which("flite") is None:
-        return ()
-    try:
-        out = subprocess.run(["flite", "-lv"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
+    out = _listing(["flite", "-lv"], 30)
+    if out is None:
         return ()
     listed = out.split(":", 1)[-1].split()
     known = dict(accents)

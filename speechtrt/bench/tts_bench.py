@@ -361,22 +361,9 @@ def _seed_baseline(run: _Run) -> tuple[dict, dict[str, list[float]], dict[str, n
     run.step("baseline (seed, full recompute)")
     base = SeedBaselineTTS(run.model, cfg.device, run.rule)
     base.synthesize(HEADLINE[:10])  # warm-up
-    lat: dict[str, list[float]] = {}
-    mels: dict[str, np.ndarray] = {}
-    with UsageSampler(cfg.device) as usage:
-        for cat in cfg.baseline_categories:
-            if cat not in run.texts:
-                continue
-            reps = cfg.baseline_repeats if cat == "headline" else 1
-            lat[cat] = []
-            for text in run.texts[cat]:
-                for _ in range(reps):
-                    res = base.synthesize(text)
-                    lat[cat].append(res.latency_s)
-                mels[text] = res.mel
-                run.step(f"baseline {cat}: {res.latency_s * 1e3:.0f} ms for {res.frames} frames")
+    cats = [c for c in cfg.baseline_categories if c in run.texts]
+    lat, mels, mem = _timed_texts(run, base, cats, cfg.baseline_repeats, "baseline")
     head = summarize_ms(lat["headline"])
-    mem = usage.result()
     baseline = {
         "name": "seed-baseline", "backend": "torch", "precision": "fp32",
         "note": "seed loop: per request, FP32 eager, decoder recomputed over all frames at every step",
@@ -388,6 +375,26 @@ def _seed_baseline(run: _Run) -> tuple[dict, dict[str, list[float]], dict[str, n
     return baseline, lat, mels
 
 
+def _timed_texts(run: _Run, synth, categories: list[str], headline_repeats: int, label: str | None
+                 ) -> tuple[dict[str, list[float]], dict[str, np.ndarray], dict]:
+    """One single-request loop (``synth.synthesize``) over the texts of ``categories``, the headline repeated:
+    latencies per category, the mel of each text and the memory used."""
+    lat: dict[str, list[float]] = {}
+    mels: dict[str, np.ndarray] = {}
+    with UsageSampler(run.cfg.device) as usage:
+        for cat in categories:
+            reps = headline_repeats if cat == "headline" else 1
+            lat[cat] = []
+            for text in run.texts[cat]:
+                for _ in range(reps):
+                    res = synth.synthesize(text)
+                    lat[cat].append(res.latency_s)
+                mels[text] = res.mel
+                if label:
+                    run.step(f"{label} {cat}: {res.latency_s * 1e3:.0f} ms for {res.frames} frames")
+    return lat, mels, usage.result()
+
+
 def _hand_written_kv(run: _Run, base_lat: dict[str, list[float]]) -> tuple[dict, dict[str, np.ndarray]]:
     """A KV cache written by hand (torch.cat per step, eager, one text at a time) on the baseline's categories."""
     from speechtrt.tts.baseline import HandWrittenKVTTS
@@ -396,19 +403,8 @@ def _hand_written_kv(run: _Run, base_lat: dict[str, list[float]]) -> tuple[dict,
     run.step("torch eager KV (hand-written)")
     hand = HandWrittenKVTTS(run.model, cfg.device, run.rule)
     hand.synthesize(HEADLINE[:10])
-    lat: dict[str, list[float]] = {}
-    mels: dict[str, np.ndarray] = {}
-    with UsageSampler(cfg.device) as usage:
-        for cat in base_lat:
-            reps = cfg.repeats if cat == "headline" else 1
-            lat[cat] = []
-            for text in run.texts[cat]:
-                for _ in range(reps):
-                    res = hand.synthesize(text)
-                    lat[cat].append(res.latency_s)
-                mels[text] = res.mel
+    lat, mels, mem = _timed_texts(run, hand, list(base_lat), cfg.repeats, None)
     head = summarize_ms(lat["headline"])
-    mem = usage.result()
     return {
         "backend": "torch", "precision": "fp32",
         "note": "what a user writes by hand: eager torch, cache grown with torch.cat, one request at a time",

@@ -92,12 +92,9 @@ def register(app: typer.Typer) -> None:
         own = None
         if model not in (*MODEL_NAMES, "all"):
             from speechtrt.export.components import components_of
-            from speechtrt.models.loading import resolve_model
+            from speechtrt.models.loading import resolve_own
 
-            if checkpoint:
-                raise InputError("--checkpoint goes with a reference --model; a model of your own comes as --model "
-                                 "<checkpoint file> or --model module:factory")
-            own = resolve_model(model, seed=seed)
+            own = resolve_own(model, checkpoint, seed=seed)
             comps = components_of(own.model, own.name)
             onnx_dir = onnx_dir or own.onnx_dir()
             calib_dir = own.calib_dir(calib_dir)

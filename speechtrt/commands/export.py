@@ -38,15 +38,12 @@ def register(app: typer.Typer) -> None:
         from speechtrt.export.components import components_of
         from speechtrt.files import check_writable
         from speechtrt.models import build_model, load_checkpoint
-        from speechtrt.models.loading import resolve_model
+        from speechtrt.models.loading import resolve_own
         from speechtrt.vocab import MODEL_NAMES
 
         console = Console()
         if model not in (*MODEL_NAMES, "all"):
-            if checkpoint:
-                raise InputError("--checkpoint goes with a reference --model; a model of your own comes as --model "
-                                 "<checkpoint file> or --model module:factory")
-            ref = resolve_model(model, seed=seed)
+            ref = resolve_own(model, checkpoint, seed=seed)
             comps = components_of(ref.model, ref.name)
             out = out or ref.onnx_dir()
             check_writable(out, "--out")

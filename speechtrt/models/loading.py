@@ -130,6 +130,15 @@ def resolve_model(spec: str, *, seed: int = 0, flag: str = "--model", kind: str 
     return ref
 
 
+def resolve_own(spec: str, checkpoint, *, seed: int = 0) -> ModelRef:
+    """The model of a pipeline command's ``--model`` when it is not a reference name: refuses ``--checkpoint``
+    beside it (a model of one's own carries its weights) and resolves it like :func:`resolve_model`."""
+    if checkpoint:
+        raise InputError("--checkpoint goes with a reference --model; a model of your own comes as --model "
+                         "<checkpoint file> or --model module:factory")
+    return resolve_model(spec, seed=seed)
+
+
 # ---------------------------------------------------------------- factories
 
 

@@ -129,6 +129,18 @@ def cached_decoder_layer(
     return x, k, v
 
 
+def layers_cross_kv(layers, memory: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-attention keys/values of ``nn.TransformerDecoderLayer`` s over the encoder ``memory`` [B, S, E],
+    computed once per request: (K, V) each [L, B, H, S, D]."""
+    e = memory.shape[-1]
+    ks, vs = [], []
+    for layer in layers:
+        w, b = layer.multihead_attn.in_proj_weight, layer.multihead_attn.in_proj_bias
+        ks.append(_heads(F.linear(memory, w[e:2 * e], b[e:2 * e]), num_heads))
+        vs.append(_heads(F.linear(memory, w[2 * e:], b[2 * e:]), num_heads))
+    return torch.stack(ks), torch.stack(vs)
+
+
 class SimpleTTSModel(nn.Module):
     """The seed's TTS: char embedding, 6-layer encoder, 6-layer causal decoder, mel/stop heads, vocoder."""
 
@@ -216,13 +228,7 @@ class SimpleTTSModel(nn.Module):
 
         memory: [B, S, E] -> (K, V) each [L, B, H, S, D].
         """
-        e, h = self.config.hidden_dim, self.config.num_heads
-        ks, vs = [], []
-        for layer in self.decoder.layers:
-            w, b = layer.multihead_attn.in_proj_weight, layer.multihead_attn.in_proj_bias
-            ks.append(_heads(F.linear(memory, w[e:2 * e], b[e:2 * e]), h))
-            vs.append(_heads(F.linear(memory, w[2 * e:], b[2 * e:]), h))
-        return torch.stack(ks), torch.stack(vs)
+        return layers_cross_kv(self.decoder.layers, memory, self.config.num_heads)
 
     def decode_step(
         self,

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from speechtrt.models.phonemes import VOCAB_SIZE
 from speechtrt.models.seeding import seeded
-from speechtrt.models.tts import _attend, _heads, _merge, cache_rows, cached_decoder_layer, step_masks
+from speechtrt.models.tts import _attend, _heads, _merge, cache_rows, cached_decoder_layer, layers_cross_kv, step_masks
 from speechtrt.models.vocoder import GriffinLim, MelConfig
 
 
@@ -197,13 +197,7 @@ class VoiceTTS(nn.Module):
 
     def cross_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """memory [B, S, E] -> cross-attention (K, V) of every decoder layer, each [L, B, H, S, D]."""
-        e, h = self.config.hidden_dim, self.config.num_heads
-        ks, vs = [], []
-        for layer in self.decoder_layers:
-            w, b = layer.multihead_attn.in_proj_weight, layer.multihead_attn.in_proj_bias
-            ks.append(_heads(F.linear(memory, w[e:2 * e], b[e:2 * e]), h))
-            vs.append(_heads(F.linear(memory, w[2 * e:], b[2 * e:]), h))
-        return torch.stack(ks), torch.stack(vs)
+        return layers_cross_kv(self.decoder_layers, memory, self.config.num_heads)
 
     def decode_step(
         self,
