@@ -327,7 +327,9 @@ def _findings(r: dict, bench: dict | None) -> list[str]:
                    f"{last['kv_step_ms']:.1f} ms with the KV cache; its total grows as O(T²).")
     if bench and bench.get("targets"):
         for key, t in bench["targets"].items():
-            if not t["met"]:
+            if t["met"] is None:
+                out.append(f"- target {key}: {t['missed_by']}.")
+            elif not t["met"]:
                 out.append(f"- **target {key} missed** ({t['variant']}: {t['value']:.4g} vs {t['target']}, "
                            f"{t['missed_by']}). The decoder step dominates the request (see above); the remaining "
                            "levers are fewer, fused kernels per step and lower-precision weights.")

@@ -75,7 +75,7 @@ class BenchConfig:
     baseline_categories: tuple[str, ...] = ("headline", "short")
     baseline_repeats: int = 3  # applies to the headline; other baseline categories run once
     concurrency: tuple[int, ...] = (1, 2, 4, 8)
-    batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
     requests_per_client: int = 2
     max_frames: int = 1000  # cap of the frame rule (lower it for quick runs; applies to every variant)
     max_slots: int = 16

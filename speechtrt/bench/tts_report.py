@@ -23,6 +23,10 @@ def _best(ok: dict, key, largest: bool = True) -> tuple[str, float]:
     return name, key(name)
 
 
+def _unmeasured(target, why: str) -> dict:
+    return {"target": target, "variant": None, "value": None, "met": None, "missed_by": f"not measured: {why}"}
+
+
 def targets(device: str, baseline: dict, results: dict) -> dict:
     """Each target: the best variant's value, met or missed and by how much."""
     kind = "cuda" if device.startswith("cuda") else "cpu"
@@ -47,6 +51,7 @@ def targets(device: str, baseline: dict, results: dict) -> dict:
         elif key == "step_ratio_to_floor":  # the fastest variant's step against its own precision's floor
             floored = {n: r for n, r in ok.items() if r.get("floor", {}).get("ratio_to_floor")}
             if not floored:
+                out[key] = _unmeasured(target, "no variant has a floor (memory bandwidth not measured)")
                 continue
             name, _ = _best(floored, lambda n: floored[n]["floor"]["measured_ms_per_step"], largest=False)
             value = floored[name]["floor"]["ratio_to_floor"]
@@ -54,6 +59,7 @@ def targets(device: str, baseline: dict, results: dict) -> dict:
         elif key == "batch32_scaling":
             scaled = {n: r for n, r in served.items() if "32" in r.get("batch_scaling", {})}
             if not scaled:
+                out[key] = _unmeasured(target, "batch 32 (with batch 1) not in --batch-sizes")
                 continue
             name, value = _best(scaled, lambda n: scaled[n]["batch_sweep"][-1]["frames_per_s"]
                                 if scaled[n]["batch_sweep"] else 0.0)
@@ -125,7 +131,8 @@ def render_markdown(report: dict) -> str:
                   for k, v in report["recommended_precision"].items()] + [""]
     if report["targets"]:
         lines += ["## Targets", ""]
-        rows = [[k, t["target"], t["variant"], t["value"], "met" if t["met"] else f"missed ({t['missed_by']})"]
+        rows = [[k, t["target"], t["variant"], t["value"],
+                 "met" if t["met"] else (t["missed_by"] if t["met"] is None else f"missed ({t['missed_by']})")]
                 for k, t in report["targets"].items()]
         lines += [markdown_table(["target", "goal", "variant", "value", "status"], rows), ""]
     if report.get("natural_length"):
