@@ -31,7 +31,9 @@ def register(app: typer.Typer) -> None:
         engine_dir: Path = typer.Option(Path("engines"), "--engine-dir", help="TensorRT plans (--*-backend trt)."),
         select: Path | None = typer.Option(None, "--select", help="reports/asr_eval.json: route each "
                                            "transcription/stream to the model recommended for its dialect."),
-        tts_model: str = typer.Option("tts", "--tts-model", help="Comma list of TTS models ('' turns TTS off)."),
+        tts_model: str = typer.Option("tts", "--tts-model", help="Comma list of TTS models: tts (seeded, "
+                                       "fixed-length, noise), voice-en (the trained voice, to its stop token); '' "
+                                       "turns TTS off."),
         tts_backend: str = typer.Option("torch", "--tts-backend", help="torch | ort | trt"),
         tts_precision: str = typer.Option("fp32", "--tts-precision", help="fp32 | fp16 | bf16 | int8"),
         tts_slots: int = typer.Option(8, "--tts-slots", min=1, help="Decode slots (KV-cache rows) per TTS model."),

@@ -40,13 +40,13 @@ def _seeded_tts(checkpoints: Path):
 
 def _checkpoint(file: str) -> Callable[[Path], object]:
     def load(checkpoints: Path):
-        from speechtrt.models import load_checkpoint
+        from speechtrt.models.loading import resolve_model
 
         path = Path(checkpoints) / file
         if not path.is_file():
             raise InputError(f"model checkpoint {path} does not exist: train it (speechtrt train) or serve another "
                              "model")
-        return load_checkpoint(path)[0]
+        return resolve_model(str(path), kind="tts").model  # with its own text front end (a voice reads phonemes)
 
     return load
 
