@@ -12,6 +12,7 @@ from speechtrt.bench.load_clients import make_target, partial_latencies
 from speechtrt.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
+SELECTION = ROOT / "tests" / "serve" / "data" / "selection.json"  # fixed routing (the committed report is regenerated)
 
 
 def test_partial_latency_is_measured_from_the_frame_that_completed_the_chunk():
@@ -35,7 +36,7 @@ def test_loadtest_report_network_beside_in_process(tmp_path):
     if not espeak_available():
         pytest.skip("espeak-ng is not installed")
     serve_config = ServeConfig(
-        port=0, threads=1, checkpoints=ROOT / "checkpoints", select=ROOT / "reports" / "asr_eval.json",
+        port=0, threads=1, checkpoints=ROOT / "checkpoints", select=SELECTION,
         limits=Limits(admission_wait_s=30.0),
         tts=TTSServeConfig(max_slots=2, max_concurrent=4, max_frames=60, max_text=32, lead_chars=0),
         asr=ASRServeConfig(models=("asr-small",)), stream=StreamServeConfig(max_streams=2, max_batch=2))

@@ -1,5 +1,5 @@
 """One small real server for the serve tests: seeded TTS (2 slots), asr-small + asr-medium, asr-stream (4 streams),
-on 127.0.0.1 at a free port, routing by the committed evaluation report. Started once, stopped after the tests."""
+on 127.0.0.1 at a free port, routing by a fixed evaluation selection (tests/serve/data/selection.json). Started once, stopped after the tests."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import pytest
 from speechtrt.models.audio import espeak_available, espeak_speech
 
 ROOT = Path(__file__).resolve().parents[2]
+SELECTION = ROOT / "tests" / "serve" / "data" / "selection.json"  # fixed routing (the committed report is regenerated)
 
 
 def small_config(**overrides):
     from speechtrt.serve import ASRServeConfig, Limits, ServeConfig, StreamServeConfig, TTSServeConfig
 
     base = dict(
-        port=0, threads=1, checkpoints=ROOT / "checkpoints", select=ROOT / "reports" / "asr_eval.json",
+        port=0, threads=1, checkpoints=ROOT / "checkpoints", select=SELECTION,
         limits=Limits(max_body_bytes=2 * 2**20, max_text_chars=200, max_audio_s=20.0, stream_idle_s=2.0,
                       admission_wait_s=0.05),
         tts=TTSServeConfig(max_slots=2, max_concurrent=2, max_frames=80, max_text=64),

@@ -15,7 +15,7 @@ from speechtrt.serve.errors import APIError
 from speechtrt.serve.metrics import ServerMetrics
 from speechtrt.serve.routing import Router, Selection
 
-REPORT = Path(__file__).resolve().parents[2] / "reports" / "asr_eval.json"
+REPORT = Path(__file__).resolve().parent / "data" / "selection.json"  # fixed; reports/asr_eval.json is regenerated
 
 
 def test_selection_routes_each_dialect_to_its_recommended_model():

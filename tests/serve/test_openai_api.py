@@ -69,8 +69,8 @@ def test_models_lists_every_served_id(openai_client):
 
 
 def test_dialect_routes_by_the_evaluation_and_overload_degrades_to_the_faster_model(server, utterances):
-    """en-gb -> asr-small, en-us -> asr-medium (reports/asr_eval.json); with asr-medium saturated, an auto-routed
-    upload goes to asr-small and says so; a pinned model waits and is refused instead."""
+    """en-gb -> asr-small, en-us -> asr-medium (tests/serve/data/selection.json); with asr-medium saturated, an
+    auto-routed upload goes to asr-small and says so; a pinned model waits and is refused instead."""
     wav = encode_audio(utterances["us"], 16000)
 
     def post(dialect, model="whisper-1"):
