@@ -134,6 +134,9 @@ def _print_summary(console: Console, report: dict, out: Path) -> None:
                       _db(r['fidelity']['mel_snr_db']))
     console.print(table)
     for key, t in report["targets"].items():
+        if t["met"] is None:
+            console.print(f"target {key} {t['target']}: {t['missed_by']}")
+            continue
         status = "[green]met[/]" if t["met"] else f"[red]missed[/] ({t['missed_by']})"
         console.print(f"target {key} {t['target']}: {t['variant']} = {t['value']:.4g} → {status}")
     console.print(f"wrote {out / 'tts_bench.json'}, {out / 'tts_bench.md'} and plots")

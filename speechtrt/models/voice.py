@@ -228,6 +228,14 @@ class VoiceTTS(nn.Module):
         """frames [B, T, r·n_mels] (normalised, as the decoder emits them) -> audio [B, T · r · hop]."""
         return self.griffin_lim(self.log_mel(frames))
 
+    def reference_vocoder(self, frames: torch.Tensor) -> torch.Tensor:
+        """True frames [B, T, r·n_mels] (the analysis of real audio, normalised) -> audio: de-normalised straight into
+        the vocoder. The postnet refines the decoder's own output and was never trained on true frames, so it is
+        not applied: this is the vocoder path's ceiling."""
+        b, t, _ = frames.shape
+        return self.griffin_lim(frames.reshape(b, t * self.config.reduction, self.config.n_mels) * self.mel_std
+                                + self.mel_mean)
+
     # ---- pieces shared by the cached step and the training pass
 
     def _decoder_input(self, prev: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

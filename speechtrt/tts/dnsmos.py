@@ -101,16 +101,11 @@ class DNSMOS:
     """``DNSMOS()(audio_16k) -> MOS``. One ONNX Runtime session per model, ``threads`` intra-op threads."""
 
     def __init__(self, threads: int | None = 1):
-        import onnxruntime as ort
+        from speechtrt.runtime.ort import ort_session  # judges, not pipeline components: plain sessions
 
         folder = model_dir()
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        self.p835 = ort.InferenceSession(str(folder / "sig_bak_ovr.onnx"), opts, providers=providers)
-        self.p808 = ort.InferenceSession(str(folder / "model_v8.onnx"), opts, providers=providers)
+        self.p835 = ort_session(folder / "sig_bak_ovr.onnx", threads)
+        self.p808 = ort_session(folder / "model_v8.onnx", threads)
 
     def __call__(self, audio: np.ndarray, sr: int = SAMPLE_RATE) -> MOS:
         if sr != SAMPLE_RATE:

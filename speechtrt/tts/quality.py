@@ -180,9 +180,13 @@ def teacher_forced(model, texts: list[str], frames: list[np.ndarray], batch: int
 
 
 @torch.no_grad()
-def vocode(model, frames: list[np.ndarray]) -> list[np.ndarray]:
-    """Audio of each frame sequence through the model's own vocoder (torch FP32), one at a time (no padding)."""
-    return [model.vocoder_inference(torch.from_numpy(np.asarray(f, np.float32))[None])[0].numpy() for f in frames]
+def vocode(model, frames: list[np.ndarray], reference: bool = False) -> list[np.ndarray]:
+    """Audio of each frame sequence through the model's own vocoder (torch FP32), one at a time (no padding).
+    ``reference``: the frames are true frames (analysed from real audio): a model's ``reference_vocoder`` when it has
+    one (a voice's postnet is trained on its decoder's output, not on true frames)."""
+    voc = getattr(model, "reference_vocoder", None) if reference else None
+    voc = voc or model.vocoder_inference
+    return [voc(torch.from_numpy(np.asarray(f, np.float32))[None])[0].numpy() for f in frames]
 
 
 # ---------------------------------------------------------------- measures
@@ -392,9 +396,10 @@ def run_quality(cfg: QualityConfig, log: Log = print, progress: Log | None = Non
             ref_frames = [f[: min(len(f), cfg.max_frames or c.max_frames)] for f in frames]
             if cfg.ceiling:
                 step("ceiling: espeak-ng through the voice's analysis and vocoder")
-                scores, _, _ = judges.score(texts, vocode(model, ref_frames), sr)
+                scores, _, _ = judges.score(texts, vocode(model, ref_frames, reference=True), sr)
                 ceiling["espeak_vocoder"] = {"what": "espeak-ng audio → the voice's frames → its vocoder (torch "
-                                                     "FP32)", "asr": scores}
+                                                     "FP32; no postnet: it refines decoder output, not true frames)",
+                                             "asr": scores}
             if cfg.teacher_forced:
                 step("teacher-forced decoding")
                 tf_frames = teacher_forced(model, texts, ref_frames, cfg.slots)
