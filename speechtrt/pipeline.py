@@ -16,13 +16,14 @@ Existing files are used as they are: an artifacts folder belongs to one model (s
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from speechtrt.errors import EngineLoadError, InputError
+from speechtrt.errors import EngineLoadError, ExportError, InputError
 from speechtrt.export.components import Component, component as component_spec
 from speechtrt.export.onnx import ExportResult, export_graph, record_parity
 from speechtrt.export.parity import check_parity
@@ -111,6 +112,7 @@ def ensure_graph(component: str | Component, precision: str, form: str, artifact
             raise EngineLoadError(f"no ONNX graph {fp32} and no model to export it from: run `speechtrt export`")
         log(f"exporting {comp.name} to {artifacts.onnx_dir}")
         export_component(comp, artifacts.model, artifacts.onnx_dir)
+    _check_recorded_parity(fp32)
     graph = graph_path(artifacts, comp.name, precision, form)
     if graph.is_file():
         return graph
@@ -131,6 +133,19 @@ def ensure_graph(component: str | Component, precision: str, form: str, artifact
         else:
             make_int8(comp, artifacts.onnx_dir, feeds, method)
     return graph
+
+
+def _check_recorded_parity(graph: Path) -> None:
+    """A graph whose export parity failed stays on disk for inspection; it is never used."""
+    side = graph.with_suffix(".json")
+    try:
+        parity = json.loads(side.read_text()).get("parity") or {}
+    except (OSError, ValueError):
+        return  # a graph exported elsewhere without a sidecar: its parity is not known here
+    if parity.get("ok") is False:
+        raise ExportError(f"{graph} failed its parity check against PyTorch ({parity.get('measure', 'relative L2')} "
+                          f"{parity.get('max_rel_l2', float('nan')):.2e} > {parity.get('tolerance')}, see {side}); "
+                          "delete the folder's graphs of this model to export again")
 
 
 def _ort_int8_dynamic(comp: Component) -> bool:

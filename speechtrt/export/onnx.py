@@ -135,7 +135,7 @@ def record_parity(result: ExportResult, parity: ParityReport) -> ExportResult:
     result.parity = parity
     if not parity.ok:
         raise ExportError(
-            f"{result.component.name}: ONNX Runtime differs from PyTorch by relative L2 {parity.worst:.2e} "
+            f"{result.component.name}: ONNX Runtime differs from PyTorch by {parity.measure} {parity.worst:.2e} "
             f"(tolerance {parity.tolerance:.0e}); see {result.sidecar_path} for the cases"
         )
     return result

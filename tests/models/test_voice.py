@@ -226,3 +226,27 @@ def test_encoder_exports_with_dynamic_batch_and_text(tmp_path, tiny):
     got = sess.run(None, {"tokens": tokens.numpy(), "text_lengths": lengths.numpy()})
     for r, g in zip(ref, got):
         assert rel(torch.from_numpy(g), r) < 1e-5
+
+
+@pytest.mark.slow
+def test_griffin_lim_vocoder_parity_is_spectral_and_a_failed_graph_is_never_used(tmp_path, tiny):
+    """The voice's vocoder graph is checked on its STFT magnitudes (Griffin-Lim's phase is not reproducible across
+    float implementations); a graph whose recorded parity failed is refused by the pipeline, naming its sidecar."""
+    import json
+
+    from speechtrt.errors import ExportError
+    from speechtrt.pipeline import ensure_graph, export_component
+    from speechtrt.runtime.open import Artifacts
+
+    comp = component("tts_vocoder", tiny.config)
+    assert comp.spectral_outputs == ("audio",) and component("tts_vocoder").spectral_outputs == ()
+    result = export_component(comp, tiny, tmp_path)
+    parity = json.loads((tmp_path / "tts_vocoder.json").read_text())["parity"]
+    assert result.parity.ok and parity["measure"] == "relative L2 of STFT magnitudes" and parity["tolerance"] == 0.02
+    assert ensure_graph(comp, "fp32", "ort", Artifacts(tmp_path, model=tiny)) == tmp_path / "tts_vocoder.onnx"
+
+    side = json.loads((tmp_path / "tts_vocoder.json").read_text())
+    side["parity"]["ok"], side["parity"]["max_rel_l2"] = False, 0.5
+    (tmp_path / "tts_vocoder.json").write_text(json.dumps(side))
+    with pytest.raises(ExportError, match=r"tts_vocoder.onnx failed its parity check against PyTorch .*tts_vocoder.json"):
+        ensure_graph(comp, "fp32", "ort", Artifacts(tmp_path, model=tiny))
