@@ -107,8 +107,8 @@ def render_markdown(report: dict) -> str:
     if res:
         lines += _seed_table(b, res, dev["type"] == "cuda")
     lines += ["## Variants (50-char headline)", ""]
-    header = ["variant", "p50 ms", "p95 ms", "speedup p50", "utt/s", "frames/s", "peak MB", "RTF", "mel SNR dB",
-              "note"]
+    header = ["variant", "p50 ms", "p95 ms", "speedup p50", "utt/s", "frames/s", "peak MB over start", "RTF",
+              "mel SNR dB", "note"]
     rows = [["seed-baseline", b["latency_ms"]["p50"], b["latency_ms"]["p95"], 1.0, b["throughput"]["utt_per_s"],
              b["throughput"]["frames_per_s"], b["peak_mem_mb"], b["rtf"], _db(b["fidelity"]["mel_snr_db"]),
              b["note"]]]
@@ -116,7 +116,10 @@ def render_markdown(report: dict) -> str:
         rows.append([n, r["latency_ms"]["p50"], r["latency_ms"]["p95"], r["speedup_p50"],
                      r["throughput"]["utt_per_s"], r["throughput"]["frames_per_s"], r["peak_mem_mb"], r["rtf"],
                      _db(r["fidelity"].get("mel_snr_db")), r.get("slower_than_fp32") or r.get("note", "")])
-    lines += [markdown_table(header, rows), ""]
+    lines += [markdown_table(header, rows), "",
+              "*peak MB over start*: the exact resident high-water mark of the variant's run (kernel VmHWM, reset when "
+              "it starts) minus the process's size then; 0 means it ran within memory the process already held "
+              "(freed by the previous variant and reused by the allocator).", ""]
     lines += _floor_section(report, res) + _forms_section(report) + _scaling_section(res)
     lines += ["## Latency by category (ms: avg / p50 / p95)", ""]
     cats = list(report["workload"]["categories"])

@@ -118,7 +118,7 @@ def _print_summary(console: Console, report: dict, out: Path) -> None:
         console.print(f"wrote {out / 'tts_bench.json'} (natural_length) and {out / 'tts_bench.md'}")
         return
     table = Table(title=f"TTS bench on {report['device']['name']}")
-    for col in ("variant", "p50 ms", "p95 ms", "speedup p50", "utt/s", "frames/s", "peak MB", "mel SNR dB"):
+    for col in ("variant", "p50 ms", "p95 ms", "speedup p50", "utt/s", "frames/s", "MB over start", "mel SNR dB"):
         table.add_column(col, justify="right" if col != "variant" else "left")
     b = report["baseline"]
     table.add_row("seed-baseline", f"{b['latency_ms']['p50']:.1f}", f"{b['latency_ms']['p95']:.1f}", "1.0",
