@@ -411,15 +411,12 @@ def run_loadtest(cfg: LoadtestConfig, serve_config, log: Callable[[str], None] =
             log("loading the same build in-process")
             state = ServerState.load(serve_config, log_fn=lambda m: None)
             state.start()
-        targets = {"network": make_target(cfg.target, url, api_key=serve_config.effective_api_key,
-                                          connections=max(cfg.tts_concurrency, cfg.upload_concurrency) * 2 + 16)}
         if cfg.target == "triton":
             triton = _start_triton(serve_config, cfg, log)
             report["triton_server"] = {"grpc_url": triton.grpc_url, "http_url": triton.http_url,
                                        "repository": str(triton.config.repository)}
-            targets["triton"] = make_target("triton", triton.grpc_url)
-        if cfg.in_process:
-            targets["in_process"] = make_target("in-process", state=state)
+        targets = side_targets(cfg, url, serve_config.effective_api_key, state,
+                               triton.grpc_url if triton is not None else None)
         results, raw = asyncio.run(run_side_by_side(targets, cfg, utts, log))
         report.update(results)
         if server is not None:
@@ -476,6 +473,18 @@ def unstreamed_synthesis(state, text: str, repeats: int) -> list[float]:
         worker.submit(text).result(600)
         out.append(time.perf_counter() - t0)
     return out
+
+
+def side_targets(cfg: LoadtestConfig, url: str, api_key: str | None, state, triton_grpc_url: str | None) -> dict:
+    """The clients driven side by side: ``network`` is always the FastAPI server at ``url``; ``triton`` (with
+    ``--target triton``) Triton's gRPC endpoint; ``in_process`` the same build in this process."""
+    targets = {"network": make_target("serve", url, api_key=api_key,
+                                      connections=max(cfg.tts_concurrency, cfg.upload_concurrency) * 2 + 16)}
+    if triton_grpc_url is not None:
+        targets["triton"] = make_target("triton", triton_grpc_url)
+    if cfg.in_process:
+        targets["in_process"] = make_target("in-process", state=state)
+    return targets
 
 
 def _check_finals(report: dict, raw: dict, utts: list[Recording], state, log) -> None:

@@ -71,3 +71,15 @@ def test_loadtest_report_network_beside_in_process(tmp_path):
     assert (tmp_path / "loadtest_tts_cdf.png").stat().st_size > 1000
     assert (tmp_path / "loadtest_stream_cdf.png").stat().st_size > 1000
     assert report["files"]
+
+
+def test_with_the_triton_target_the_network_side_is_still_the_fastapi_server():
+    from speechtrt.bench.load_clients import ServeTarget
+    from speechtrt.bench.loadtest import LoadtestConfig, side_targets
+    from speechtrt.bench.triton_target import TritonTarget
+
+    targets = side_targets(LoadtestConfig(target="triton", in_process=False), "http://127.0.0.1:1", None, None,
+                           "127.0.0.1:2")
+    assert set(targets) == {"network", "triton"}
+    assert isinstance(targets["network"], ServeTarget) and targets["network"].url == "http://127.0.0.1:1"
+    assert isinstance(targets["triton"], TritonTarget) and targets["triton"].grpc_url == "127.0.0.1:2"
