@@ -81,15 +81,32 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+INT8_ISA = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+"""CPU features that decide how fast and how exact integer kernels are (VNNI: no 16-bit saturation in u8×s8)."""
+
+
+def _cpu_isa() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in INT8_ISA if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def device_info(device: str = "cpu", threads: int | None = None) -> dict:
-    """The processor a run used: ``type`` (cpu | cuda), ``name``, CPU model and visible cores, torch threads, and
+    """The processor a run used: ``type`` (cpu | cuda), ``name``, CPU model and visible cores, the CPU's integer
+    vector features (``cpu_isa``: INT8 kernels differ in speed and exactness with them), torch threads, and
     on CUDA the GPU's compute capability and memory; ``summary`` says it in words."""
     import torch
 
     device = str(device)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    isa = _cpu_isa()
     info = {"type": "cuda" if device.startswith("cuda") else "cpu", "cpu": _cpu_name(), "cpu_cores": cores,
-            "torch_threads": threads or torch.get_num_threads()}
+            "cpu_isa": isa, "torch_threads": threads or torch.get_num_threads()}
     if info["type"] == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(torch.device(device))
         info.update(name=props.name, compute_capability=f"sm_{props.major}{props.minor}",
@@ -97,7 +114,9 @@ def device_info(device: str = "cpu", threads: int | None = None) -> dict:
         info["summary"] = f"{props.name} ({info['compute_capability']}, {info['memory_gb']} GB)"
     else:
         info["name"] = info["cpu"]
-        info["summary"] = f"{info['cpu']} ({cores} cores visible, {info['torch_threads']} torch threads)"
+        vnni = "VNNI" if any("vnni" in f or f.startswith("amx") for f in isa) else "no VNNI"
+        info["summary"] = (f"{info['cpu']} ({cores} cores visible, {info['torch_threads']} torch threads; "
+                           f"{'/'.join(isa) or 'ISA unknown'}, {vnni})")
     return info
 
 
