@@ -26,6 +26,7 @@ import torch
 
 from speechtrt.errors import InputError
 from speechtrt.export.components import per_layer_feeds
+from speechtrt.files import quiet_native_output
 from speechtrt.reporting import environment, markdown_table, write_json
 from speechtrt.runtime.open import Artifacts, open_runner
 
@@ -170,7 +171,7 @@ def profile_torch(cfg: ProfileConfig, model, log: Callable[[str], None]) -> dict
                  for i in range(calls)]
         runner.infer(feeds[0])  # warm-up
         walls = []
-        with profile(activities=activities) as prof:
+        with quiet_native_output(), profile(activities=activities) as prof:
             for f in feeds:
                 if cuda:
                     torch.cuda.nvtx.range_push(stage)

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import platform
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from speechtrt import __version__
 from speechtrt.errors import ExportError, InputError
 from speechtrt.export.components import Component
 from speechtrt.export.parity import ParityReport
-from speechtrt.files import check_writable, sha256_file
+from speechtrt.files import check_writable, quiet_native_output, sha256_file
 
 OPSET = {"dynamo": 18, "torchscript": 17}
 SIDECAR_FORMAT = "speechtrt-onnx/1"
@@ -49,7 +47,7 @@ def _export(comp: Component, wrapper: torch.nn.Module, example: dict[str, torch.
     names_out = [s.name for s in comp.outputs]
     args = tuple(example[n] for n in names_in)
     sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _quiet_fds():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), quiet_native_output():
         warnings.simplefilter("ignore")
         if comp.exporter == "dynamo":
             dims = {n: torch.export.Dim(n, min=d.min, max=d.max) for n, d in comp.dims.items()}
@@ -69,22 +67,6 @@ def _export(comp: Component, wrapper: torch.nn.Module, example: dict[str, torch.
                 dynamic_axes={k: v for k, v in axes.items() if v}, opset_version=OPSET["torchscript"],
             )
     wrapper.eval()  # the TorchScript exporter restores the wrapper's mode; keep every module in eval
-
-
-@contextlib.contextmanager
-def _quiet_fds():
-    """Silence what the exporters' C++ code prints straight to file descriptors 1 and 2 (shape-inference notes)."""
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as sink:
-        try:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            yield
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 def export_graph(comp: Component, model: torch.nn.Module, out_dir: str | Path, *, seed: int = 0,
