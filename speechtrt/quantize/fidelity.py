@@ -19,7 +19,6 @@ instead: the same graph, node by node in NumPy at the graph's own FP16 types. Th
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -397,16 +396,6 @@ def evaluate_tts_e2e(precision: str, calib_dir: str | Path, open_graph: GraphOpe
     return row
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _fmt(value, spec: str) -> str:
     if value is None:
         return "–"
@@ -433,14 +422,19 @@ def markdown_table(report: FidelityReport) -> str:
 
 
 def write_report(report: FidelityReport, reports_dir: str | Path) -> tuple[Path, Path]:
-    from speechtrt.files import check_writable
+    """``fidelity.json`` and ``fidelity.md`` under ``reports_dir``, with the device, versions and commit of the run."""
+    from speechtrt.reporting import check_writable, commit_label, environment, write_json
 
-    out = check_writable(reports_dir)
+    out = check_writable(reports_dir, "--reports")
+    env = environment()
     json_path, md_path = out / "fidelity.json", out / "fidelity.md"
-    json_path.write_text(json.dumps(_json_safe(report.to_json()), indent=2) + "\n")
+    write_json(json_path, {**report.to_json(), **env})
     md_path.write_text(
         "# Fidelity of reduced-precision graphs against FP32\n\n"
-        f"Held-out inputs from `{report.calib_dir}`; graphs from `{report.onnx_dir}`; {report.created}.\n\n"
+        f"Held-out inputs from `{report.calib_dir}`; graphs from `{report.onnx_dir}`; {report.created}. "
+        f"{env['device']['summary']}; commit {commit_label(env['commit'])}; "
+        f"onnxruntime {env['versions'].get('onnxruntime', '–')}, "
+        f"nvidia-modelopt {env['versions'].get('nvidia-modelopt', '–')}.\n\n"
         + markdown_table(report)
     )
     return json_path, md_path

@@ -1,7 +1,8 @@
-"""Reporting kit (layer 8): what every report records the same way — environment, memory, files, plots.
+"""Reporting kit (layer 0, beside errors, config, vocab and files): what every report records the same way —
+environment, memory, files, plots.
 
 Every report carries ``environment`` (device, versions, commit) from :func:`environment`, so numbers from different
-machines or code are never compared by accident; JSON is written by :func:`write_json` (NaN/Inf become ``null``),
+machines or code are never compared by accident; JSON is written by :func:`write_json` (NaN becomes ``null``, ±inf ``"inf"``/``"-inf"``),
 Markdown tables by :func:`markdown_table`, plots by :mod:`speechtrt.reporting.plots`.
 """
 

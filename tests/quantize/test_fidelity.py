@@ -63,3 +63,6 @@ def test_report_files(tmp_path):
     assert data["bounds"]["int8"]["graph"]["min_snr_db"] == BOUNDS["int8"]["graph"].min_snr_db
     md = md_path.read_text()
     assert "| tts_vocoder | int8 | ort | ∞ |" in md and "NO: SNR 10.0 dB < 25.0 dB" in md
+    # the run's machine, versions and commit, as in every report
+    assert data["device"]["type"] == "cpu" and data["versions"]["onnxruntime"] and "sha" in data["commit"]
+    assert data["device"]["summary"] in md and "commit " in md
