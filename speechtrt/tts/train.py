@@ -364,8 +364,13 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
     recent: dict[str, list[float]] = {}
     history = []
 
-    def do_eval(final: bool = False):
-        nonlocal best, eval_s
+    evaluated_at = -1  # the step of the last evaluation: a budget that ends on an evaluation is not evaluated twice
+
+    def do_eval():
+        nonlocal best, eval_s, evaluated_at
+        if evaluated_at == step:
+            return
+        evaluated_at = step
         t0 = time.process_time()
         res = evaluate_dev(model, monitor, model_stats, judge)
         seconds = time.process_time() - t0
@@ -429,7 +434,7 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
             if train_s >= next_eval:
                 do_eval()
                 next_eval += cfg.eval_every * 60
-    do_eval(final=True)
+    do_eval()
     csv_file.close()
     return {"steps": step, "epochs": epoch, "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
             "wall_seconds": round(time.monotonic() - wall0, 1), "prior_train_minutes": round(prior_minutes, 2),

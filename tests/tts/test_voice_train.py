@@ -111,6 +111,8 @@ def test_train_command_trains_evaluates_and_resumes(tmp_path, monkeypatch):
     assert isinstance(model, VoiceTTS) and meta["steps"] >= 1 and "free_greedy_cer" in meta["dev"]
     rows = out.with_suffix(".csv").read_text().strip().splitlines()
     assert len(rows) >= 2 and rows[0].startswith("train_minutes")
+    steps = [r.split(",")[rows[0].split(",").index("step")] for r in rows[1:]]
+    assert len(steps) == len(set(steps))  # a budget ending on an evaluation is not evaluated twice
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["command"].startswith("speechtrt ") and sidecar["steps"] >= 1
     resumed = tmp_path / "voice2.pt"
