@@ -48,6 +48,9 @@ class Component:
     # outputs compared as STFT magnitudes at export parity: audio of a phase-reconstructing vocoder (Griffin-Lim),
     # whose waveform moves with 1e-6 of float noise while its spectrum does not
     spectral_outputs: tuple[str, ...] = ()
+    # outputs that are probabilities (a sigmoid's): compared by absolute error at export parity, since the relative
+    # error of a probability near 0 is the absolute error of its logit and says nothing about the decision
+    probability_outputs: tuple[str, ...] = ()
 
     def shape_at(self, spec: TensorSpec, which: str) -> list[int]:
         """Concrete shape of ``spec`` with every dim at its ``min``, ``opt`` or ``max``."""
@@ -236,6 +239,7 @@ def tts_components(config=None, model: str = "tts") -> list[Component]:
             dims={"batch": DimRange("batch", 1, 8, 256),
                   "past": DimRange("past", 1, min(250, c.max_frames), c.max_frames), "text": text},
             exporter="dynamo", wrap=_TTSDecoderStep, make_inputs=_tts_decoder_inputs, varargs_from=3,
+            probability_outputs=("stop_prob",),
         ),
         Component(
             "tts_vocoder", model,
