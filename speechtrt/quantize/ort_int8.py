@@ -17,7 +17,7 @@ quantizer writes:
   quantized. The faster form for the ASR models' convolution front end. Full-range weights are exact only where
   the CPU has VNNI (one 32-bit accumulation per product); on an AVX2-only x86 host they saturate the same 16-bit
   lanes: asr-stream, ORT INT8 on 480 test utterances, lm decoder, measured on an AVX2-only AMD EPYC: WER 27.7 %
-  at full range vs 23.8 % with reduced range (FP32 24.2 %), and 1.6× faster than FP32 instead of 1.0×. The
+  at full range vs 23.8 % with reduced range (FP32 24.2 %), and 1.4–1.6× the RTFx of FP32 instead of 1.0×. The
   LSTMs' dynamic weights are left at full range (reducing them measured no better: 23.9 %).
 
 :func:`default_mode` picks per component what measured faster at its fidelity bound; both write a sidecar like
