@@ -73,11 +73,23 @@ def test_groups_ratios_and_targets_of_a_model_trained_on_espeak_en_us_and_festiv
     ratio = v["ratio"]["held_out_voice"]
     assert ratio["ratio"] == pytest.approx(0.25 / (54 / 240))
     assert ratio["ci95"][0] - 1e-9 <= ratio["ratio"] <= ratio["ci95"][1] + 1e-9
+    assert v["in_training_accents"]["wer"] == pytest.approx(1 / 10)  # espeak-ng en-us only
     targets = {t["target"]: t for t in v["targets"]}
-    assert targets["in_training_wer"]["met"] is False
-    assert targets["in_training_wer"]["missed_by"] == pytest.approx(54 / 240 - 0.15)
+    assert targets["in_training_wer"]["basis"] == "trained espeak-ng accents"
+    assert targets["in_training_wer"]["value"] == pytest.approx(0.1) and targets["in_training_wer"]["met"] is True
     assert targets["held_out_voice_ratio"]["met"] is True
     assert targets["held_out_synthesizer_wer"]["missed_by"] == pytest.approx(0.65 - 0.40)
+
+
+def test_without_espeak_in_training_the_accent_target_falls_back_to_every_trained_voice():
+    prepared = _prepared()
+    cfg = EvalConfig(manifest="t.jsonl", checkpoints=("m.pt",), n_boot=100)
+    festival_only = TrainedOn("test", {"festival": frozenset({"kal_diphone"})})
+    gen = generalization([_scored("m/torch/fp32", prepared)], prepared, cfg, {"m": festival_only})
+    v = gen["held_out"]["m"]["variants"]["m/torch/fp32"]
+    assert v["in_training_accents"] is None and v["in_training"]["wer"] == pytest.approx(3.5 / 10)
+    target = next(t for t in v["targets"] if t["target"] == "in_training_wer")
+    assert target["basis"] == "all in-training voices" and target["missed_by"] == pytest.approx(0.35 - 0.15)
 
 
 def test_the_report_keeps_its_keys_adds_the_block_and_renders_it(tmp_path):
@@ -94,6 +106,7 @@ def test_the_report_keeps_its_keys_adds_the_block_and_renders_it(tmp_path):
     assert "## Generalization: synthesizers, accents and voices never heard in training" in md
     assert "### Held out from training — m" in md and "Held out here: synthesizers flite" in md
     assert "held_out_synthesizer_wer 65.0 % > 40.0 %, missed by 25.0 points" in md
+    assert "in_training_wer (trained espeak-ng accents) 10.0 % ≤ 15.0 % ✓" in md
     assert "pass --trained-on <training manifest> or --held-out" in md
 
 

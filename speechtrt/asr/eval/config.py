@@ -15,6 +15,10 @@ WER_TOLERANCE = 0.01  # selection rule: variants within 1 WER point of the best 
 GENERALIZATION_TARGETS = {"in_training_wer": 0.15, "held_out_voice_ratio": 1.3, "held_out_synthesizer_wer": 0.40}
 """Issue 17's targets, checked per variant: WER on trained voices and accents; held-out voices/accents' WER over
 the in-training WER of the same run; WER on a synthesizer training never had."""
+ACCENT_SYNTHESIZER = "espeak-ng"
+"""The synthesizer whose voices are accents. The first generalization target is on *trained accents*: the
+in-training utterances of this synthesizer (unseen speakers, unseen sentences); a model whose training had none of
+it is held to the WER of all its in-training utterances instead, and the report says which."""
 TRIM_TOLERANCE_NATS = 1e-3
 """Largest dropped log-mass (nats) on the development set for which ORT/TRT graphs compute only the classes the
 decoders read: every kept log-probability then moves by at most this much (0.1 % in probability)."""

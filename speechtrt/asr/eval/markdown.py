@@ -183,10 +183,11 @@ def _target_text(t: dict) -> str:
     pct = t["unit"] == "WER"
     value, limit = (f"{_pct(t['value'])} %", f"{_pct(t['limit'])} %") if pct else (f"{t['value']:.2f}×",
                                                                                     f"{t['limit']:.1f}×")
+    name = f"{t['target']} ({t['basis']})" if t.get("basis") else t["target"]
     if t["met"]:
-        return f"{t['target']} {value} ≤ {limit} ✓"
+        return f"{name} {value} ≤ {limit} ✓"
     by = f"{100 * t['missed_by']:.1f} points" if pct else f"{t['missed_by']:.2f}×"
-    return f"{t['target']} {value} > {limit}, missed by {by}"
+    return f"{name} {value} > {limit}, missed by {by}"
 
 
 def _generalization(gen: dict | None) -> list[str]:
@@ -222,10 +223,11 @@ def _generalization(gen: dict | None) -> list[str]:
                      f"{', '.join(named['held_out_synthesizer']) or 'none'}; voices/accents of trained synthesizers "
                      f"{', '.join(named['held_out_voice']) or 'none'}. In training: "
                      f"{', '.join(named['in_training']) or 'none'}.")
-        lines += ["", "| Variant | in training | held-out voices/accents | ratio | held-out synthesizers | ratio | "
-                      "all held out | ratio |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| Variant | in training | of it: trained accents | held-out voices/accents | ratio | "
+                      "held-out synthesizers | ratio | all held out | ratio |", "|---" * 9 + "|"]
         for name, v in block["variants"].items():
-            lines.append(f"| {name} | {_cell(v['in_training'])} | {_cell(v['held_out_voice'])} | "
+            lines.append(f"| {name} | {_cell(v['in_training'])} | {_cell(v.get('in_training_accents'))} | "
+                         f"{_cell(v['held_out_voice'])} | "
                          f"{_ratio_cell(v['ratio']['held_out_voice'])} | {_cell(v['held_out_synthesizer'])} | "
                          f"{_ratio_cell(v['ratio']['held_out_synthesizer'])} | {_cell(v['held_out'])} | "
                          f"{_ratio_cell(v['ratio']['held_out'])} |")
