@@ -202,6 +202,9 @@ def natural_length(model, cfg: NaturalConfig = NaturalConfig(), variants=(("torc
         out["variants"][name] = {
             "backend": backend, "precision": precision, "in_flight": inflight, "static": static,
             "speedup": inflight["frames_per_s"] / static["frames_per_s"],
+            "step_ratio": static["steps"] / inflight["steps"] if inflight["steps"] else None,
+            "ms_per_step": {"in_flight": 1000 * inflight["seconds"] / max(1, inflight["steps"]),
+                            "static": 1000 * static["seconds"] / max(1, static["steps"])},
             "same_frames_per_request": same,
             "finish_reasons": {k: reasons.count(k) for k in sorted(set(reasons))},
             "runs": {p: [r["seconds"] for r in rs] for p, rs in runs.items()},

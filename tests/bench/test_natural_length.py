@@ -39,6 +39,8 @@ def test_in_flight_serves_the_same_frames_in_fewer_steps(tiny):
     lengths = out["lengths"]["frames_per_request"]
     assert static["steps"] == sum(max(lengths[i:i + 2]) for i in range(0, 7, 2))
     assert inflight["steps"] < static["steps"] and inflight["mean_active"] > static["mean_active"]
+    assert v["step_ratio"] == pytest.approx(static["steps"] / inflight["steps"])
+    assert v["ms_per_step"]["in_flight"] == pytest.approx(1000 * inflight["seconds"] / inflight["steps"])
     assert out["target"]["variant"] == "torch-fp32" and out["target"]["all_requests_stopped"]
 
 
@@ -59,7 +61,8 @@ def test_bench_workload_natural_merges_into_an_existing_report(tmp_path, capsys)
     block = report["natural_length"]
     assert block["model"] == "tiny-tts" and block["requests"] == 4 and block["batch"] == 2
     assert block["source"] == {"factory": FACTORY} and "torch-fp32" in block["variants"]
-    assert "## Natural lengths: in-flight vs static batching" in (tmp_path / "tts_bench.md").read_text()
+    md = (tmp_path / "tts_bench.md").read_text()
+    assert "## Natural lengths: in-flight vs static batching" in md and "fewer decoder steps than static" in md
     assert "natural lengths torch-fp32 (batch 2)" in capsys.readouterr().out
 
 
