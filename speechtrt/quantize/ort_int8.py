@@ -20,6 +20,11 @@ quantizer writes:
   at full range vs 23.8 % with reduced range (FP32 24.2 %), and 1.4–1.6× the RTFx of FP32 instead of 1.0×. The
   LSTMs' dynamic weights are left at full range (reducing them measured no better: 23.9 %).
 
+* ``none``: the FP32 graph unchanged, for a component with no learned weights to shrink — the Griffin-Lim vocoder
+  (fixed STFT/iSTFT bases). Dynamically quantized, its matrix products ran 2.0× slower than FP32 on an AVX2-only
+  AMD EPYC (200 frames, one thread: 4.41 s vs 2.20 s) and only added error, so "INT8" leaves it at FP32 and the
+  sidecar says so.
+
 :func:`default_mode` picks per component what measured faster at its fidelity bound; both write a sidecar like
 the ModelOpt graphs' (``precision: int8``, a ``quantization`` block naming the tool and mode).
 """
@@ -29,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -39,14 +45,17 @@ from speechtrt.export.components import Component
 from speechtrt.export.onnx import load_sidecar
 from speechtrt.files import check_writable, sha256_file
 
-MODES = ("dynamic", "static")
+MODES = ("dynamic", "static", "none")
 
 STATIC_INT8_OPS = ["Conv", "MatMul", "Gemm", "Relu", "Mul"]
 """Operator types the static mode quantizes with calibrated ranges (LSTMs are quantized dynamically)."""
 
 
 def default_mode(comp: Component) -> str:
-    """``static`` for the ASR models (convolution front end), ``dynamic`` for the transformer TTS graphs."""
+    """``static`` for the ASR models (convolution front end), ``dynamic`` for the transformer TTS graphs, ``none``
+    for the Griffin-Lim vocoder (a component whose audio is compared spectrally: fixed bases, nothing to learn)."""
+    if comp.spectral_outputs:
+        return "none"
     return "dynamic" if comp.name.startswith("tts_") else "static"
 
 
@@ -128,6 +137,8 @@ def make_ort_int8(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, n
         with _quiet_root_logger():
             if mode == "static":
                 quantize_static(fp32, out, feeds)
+            elif mode == "none":
+                shutil.copyfile(fp32, out)
             else:
                 quantize_dynamic_int8(fp32, out)
     except Exception as exc:
@@ -140,8 +151,10 @@ def make_ort_int8(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, n
                "quantization": {"tool": f"onnxruntime.quantization ({onnxruntime.__version__})", "mode": mode,
                                 "target": "ONNX Runtime int8 kernels",
                                 "static_ops": STATIC_INT8_OPS if mode == "static" else None,
-                                "weights": "int8, 7-bit range (reduce_range: no 16-bit saturation without VNNI)"
-                                           + ("; LSTM weights full range" if mode == "static" else ""),
+                                "weights": ("fp32: fixed bases, not quantized (INT8 measured slower, no gain)"
+                                            if mode == "none" else
+                                            "int8, 7-bit range (reduce_range: no 16-bit saturation without VNNI)"
+                                            + ("; LSTM weights full range" if mode == "static" else "")),
                                 "calibration_feeds": len(feeds or []) if mode == "static" else 0,
                                 "seconds": round(time.perf_counter() - t0, 3)}}
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")

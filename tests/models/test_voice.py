@@ -250,3 +250,22 @@ def test_griffin_lim_vocoder_parity_is_spectral_and_a_failed_graph_is_never_used
     (tmp_path / "tts_vocoder.json").write_text(json.dumps(side))
     with pytest.raises(ExportError, match=r"tts_vocoder.onnx failed its parity check against PyTorch .*tts_vocoder.json"):
         ensure_graph(comp, "fp32", "ort", Artifacts(tmp_path, model=tiny))
+
+
+@pytest.mark.slow
+def test_ort_int8_leaves_the_griffin_lim_vocoder_at_fp32_and_says_so(tmp_path, tiny):
+    """Griffin-Lim has fixed bases, nothing to shrink: its ``int8-ort`` graph is the FP32 graph, byte for byte, with a
+    sidecar naming mode ``none``; the seed's learned vocoder keeps dynamic INT8."""
+    import json
+
+    from speechtrt.pipeline import export_component
+    from speechtrt.quantize.ort_int8 import default_mode, make_ort_int8
+
+    comp = component("tts_vocoder", tiny.config)
+    assert default_mode(comp) == "none" and default_mode(component("tts_vocoder")) == "dynamic"
+    export_component(comp, tiny, tmp_path)
+    out = make_ort_int8(comp, tmp_path)
+    assert out.read_bytes() == (tmp_path / "tts_vocoder.onnx").read_bytes()
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["precision"] == "int8" and side["quantization"]["mode"] == "none"
+    assert side["quantization"]["weights"].startswith("fp32: fixed bases")
