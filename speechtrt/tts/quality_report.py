@@ -55,6 +55,18 @@ def summary_lines(report: dict) -> list[str]:
     return lines
 
 
+def _slower_than_fp32(variants: dict) -> list[str]:
+    """The FP16/INT8 variants whose real-time factor is not below their backend's FP32 (else torch FP32)."""
+    out = []
+    for name, r in variants.items():
+        backend, precision = name.rsplit("-", 1)
+        ref_name = f"{backend}-fp32" if "rtf" in variants.get(f"{backend}-fp32", {}) else "torch-fp32"
+        ref = variants.get(ref_name, {})
+        if precision != "fp32" and "rtf" in r and "rtf" in ref and r["rtf"] >= ref["rtf"]:
+            out.append(f"{name} RTF {r['rtf']:.3f} vs {ref_name} {ref['rtf']:.3f}")
+    return out
+
+
 def markdown(report: dict) -> str:
     v, s = report["voice"], report["sentences"]
     env = report.get("device", {})
@@ -101,6 +113,10 @@ def markdown(report: dict) -> str:
     out += ["mel SNR over the decoder frames both runs decoded; MCD over 13 mel-cepstra (c0 out) of the audio's "
             "80-bin log-mel, no time warping; *same stop length*: sentences whose decoder frame count equals FP32's; "
             "*stopped*: sentences that ended on the stop token (not the frame cap).", ""]
+    slower = _slower_than_fp32(report["variants"])
+    if slower:
+        out += ["Not faster than FP32 on this device (RTF; a lower precision is kept for its fidelity numbers, not "
+                "its speed): " + "; ".join(slower) + ".", ""]
 
     out += ["## Teacher-forced vs free-running, and the ceilings", ""]
     rows = [["free-running (torch FP32)", *_asr_cells(report["free_running"]["asr"])]]
