@@ -92,6 +92,30 @@ def io_types(model) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def _ort_quantization_restored():
+    """ModelOpt's quantizer patches ONNX Runtime's calibrators and quantizers in place
+    (``modelopt.onnx.quantization.ort_patching``) and never puts them back; ONNX Runtime's own static INT8
+    (:mod:`speechtrt.quantize.ort_int8`) run later in the same process then fails ("quantization params ... are
+    required"). Every class attribute and the calibrator factory are restored on the way out."""
+    from onnxruntime.quantization import base_quantizer, calibrate, qdq_quantizer
+
+    classes = [calibrate.CalibraterBase, calibrate.MinMaxCalibrater, calibrate.HistogramCalibrater,
+               calibrate.HistogramCollector, base_quantizer.BaseQuantizer, qdq_quantizer.QDQQuantizer]
+    saved = [(cls, dict(vars(cls))) for cls in classes]
+    factory = calibrate.create_calibrator
+    try:
+        yield
+    finally:
+        calibrate.create_calibrator = factory
+        for cls, attrs in saved:
+            for name in [n for n in vars(cls) if n not in attrs]:
+                delattr(cls, name)
+            for name, value in attrs.items():
+                if vars(cls).get(name) is not value:
+                    setattr(cls, name, value)
+
+
+@contextlib.contextmanager
 def _quiet():
     """ModelOpt and ONNX Runtime log every step to stdout/stderr; keep them for errors only."""
     sink = io.StringIO()
@@ -200,7 +224,8 @@ def make_fp16(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, np.nd
     out_dir = check_writable(out_dir or onnx_dir)
     out = out_dir / f"{comp.name}.fp16.onnx"
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="speechtrt-autocast-") as tmp, _quiet() as log:
+    with tempfile.TemporaryDirectory(prefix="speechtrt-autocast-") as tmp, _quiet() as log, \
+            _ort_quantization_restored():
         for i, feed in enumerate(feeds[:AUTOCAST_BATCHES]):
             np.savez(Path(tmp) / f"{i:03d}.npz", **feed)
         # AutoCast may rewrite its input file in place; work on a copy so the FP32 graph keeps its recorded sha256.
@@ -253,7 +278,7 @@ def make_int8(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, np.nd
     out = out_dir / f"{comp.name}.int8.onnx"
     reader = _reader_class()(feeds)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="speechtrt-ptq-") as tmp, _quiet() as log:
+    with tempfile.TemporaryDirectory(prefix="speechtrt-ptq-") as tmp, _quiet() as log, _ort_quantization_restored():
         source = Path(tmp) / fp32.name  # the quantizer may rewrite its input in place (shape inference)
         shutil.copyfile(fp32, source)
         try:

@@ -131,3 +131,27 @@ def test_bad_method_precision_and_missing_graph(quant_dirs, tmp_path):
         make_int8(comp, tmp_path, feeds)
     with pytest.raises(InputError, match="unknown calibration method"):
         make_int8(comp, quant_dirs[0], feeds, method="percentile")
+
+
+def test_onnx_runtime_static_int8_still_works_after_modelopt_quantized_in_the_same_process(graphs, quant_dirs,
+                                                                                            tmp_path):
+    """ModelOpt patches ONNX Runtime's calibrators in place; `make_int8` puts them back, so ONNX Runtime's own static
+    INT8 (what `speechtrt eval` runs for asr sizes) works after a ModelOpt INT8 in one process."""
+    import shutil
+
+    from onnxruntime.quantization import calibrate
+
+    from speechtrt.quantize.ort_int8 import make_ort_int8
+
+    before = dict(vars(calibrate.MinMaxCalibrater)), dict(vars(calibrate.CalibraterBase)), calibrate.create_calibrator
+    onnx_dir, calib_dir = quant_dirs
+    comp = component("asr_small")
+    feeds = minibatches(comp, load_set(calib_dir, "asr_small"), CALIB_BATCH)
+    make_int8(comp, onnx_dir, feeds, "max", out_dir=tmp_path / "modelopt")
+    assert (dict(vars(calibrate.MinMaxCalibrater)), dict(vars(calibrate.CalibraterBase)),
+            calibrate.create_calibrator) == before
+    for suffix in (".onnx", ".json"):
+        shutil.copy(onnx_dir / f"asr_small{suffix}", tmp_path / f"asr_small{suffix}")
+    out = make_ort_int8(comp, tmp_path, feeds, mode="static")
+    assert json.loads(out.with_suffix(".json").read_text())["quantization"]["mode"] == "static"
+    assert [n.op_type for n in onnx.load(str(out)).graph.node].count("QuantizeLinear") > 0
