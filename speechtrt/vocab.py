@@ -42,6 +42,12 @@ STREAM_COMPONENT = "asr_stream_step"
 COMPONENT_NAMES = (*TTS_COMPONENTS, *ASR_COMPONENTS, STREAM_COMPONENT)
 """Every exported graph, one per component."""
 
+ACCENTS = ("en-us", "en-us-nyc", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan")
+"""espeak-ng English accents the reference checkpoints are trained and tested on."""
+
+AUGMENTATIONS = ("speed", "reverb", "noise", "babble", "telephone", "gain")
+"""ASR training's waveform augmentations in the order they are applied; SpecAugment is always on when augmenting."""
+
 
 def _choice(value: str, allowed: Iterable[str], what: str, flag: str | None) -> str:
     allowed = tuple(allowed)

@@ -59,3 +59,16 @@ def test_export_from_checkpoint_records_its_source(tmp_path):
     assert source["checkpoint"] == str(ckpt) and source["note"] == "test"
     bad = run_cli("export", "--model", "tts", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"))
     assert bad.returncode == 1 and "does not export them" in bad.stderr
+
+
+def test_the_command_line_starts_without_torch_onnxruntime_or_fastapi():
+    """`speechtrt --help`, `--version` and usage errors answer without the heavy libraries (they took ~4 s to load);
+    a command imports what it needs when it runs."""
+    code = ("import sys, speechtrt.cli; "
+            "print(sorted(m for m in ('torch', 'onnxruntime', 'fastapi', 'onnx', 'tensorrt_rtx_bindings') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    help_text = run_cli("--help")
+    assert help_text.returncode == 0 and all(c in help_text.stdout for c in ("export", "tts", "serve", "triton"))

@@ -8,7 +8,7 @@ import speechtrt
 
 PACKAGE = Path(speechtrt.__file__).parent
 LAYER = {
-    "errors": 0, "config": 0, "vocab": 0, "files": 0, "reporting": 0, "__init__": 0,
+    "errors": 0, "config": 0, "vocab": 0, "files": 0, "lazy": 0, "reporting": 0, "__init__": 0,
     "models": 1, "export": 2, "quantize": 3, "engines": 4, "runtime": 5, "pipeline": 5.5,
     "tts": 6, "asr": 6, "stream": 6, "serve": 7, "triton": 7, "bench": 8, "commands": 9, "cli": 9,
 }

@@ -31,9 +31,8 @@ import torch
 
 from speechtrt.errors import InputError
 from speechtrt.models.audio import FEATURES, resample
+from speechtrt.vocab import AUGMENTATIONS
 
-AUGMENTATIONS = ("speed", "reverb", "noise", "babble", "telephone", "gain")
-"""Waveform augmentations in the order they are applied; SpecAugment is always on when augmenting."""
 
 _EPS = 1e-10
 

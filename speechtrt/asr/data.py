@@ -31,9 +31,8 @@ from speechtrt.asr.normalize import normalize_text
 from speechtrt.asr.synth import ESPEAK, TEST_VARIANTS, TRAIN_VARIANTS, SpeechRequest, synthesizer  # noqa: F401
 from speechtrt.errors import InputError
 from speechtrt.models.corpus import FORTUNES_DIR, fortune_entries, fortune_files
+from speechtrt.vocab import ACCENTS
 
-ACCENTS = ("en-us", "en-us-nyc", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan")
-"""espeak-ng English accents the reference checkpoints are trained and tested on."""
 
 MANIFEST_KEYS = ("audio_filepath", "text", "duration", "dialect", "speaker")
 SYNTH_KEYS = ("synthesizer", "voice")

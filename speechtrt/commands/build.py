@@ -10,6 +10,7 @@ once with the command that creates it. Plans land in ``engines/<gpu>/<model>/<co
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -17,20 +18,19 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from speechtrt.engines.arch import GPU_NAMES, HARDWARE_COMPAT_LEVELS, parse_gpu
-from speechtrt.engines.builder import (
-    BuildSettings, EngineBuilder, EngineBuildResult, missing_graph_hint, onnx_path_for,
-    parse_shape_override,
-)
 from speechtrt.errors import BuildError, InputError, SpeechTRTError
-from speechtrt.export.components import components_for
 from speechtrt.vocab import GRAPH_PRECISIONS, MODEL_NAMES
+
+if TYPE_CHECKING:
+    from speechtrt.engines.builder import EngineBuildResult
 
 
 def _components(model: str):
     """The registry components of a reference model (or ``all``); a model of your own's, shaped by its config."""
+    from speechtrt.export.components import components_for, components_of
+
     if model in (*MODEL_NAMES, "all"):
         return components_for(model)
-    from speechtrt.export.components import components_of
     from speechtrt.models.loading import resolve_model
 
     ref = resolve_model(model)
@@ -93,6 +93,10 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Compile exported ONNX graphs into TensorRT engines for one GPU architecture (default: FP32 only)."""
+        from speechtrt.engines.builder import (
+            BuildSettings, EngineBuilder, missing_graph_hint, onnx_path_for, parse_shape_override,
+        )
+
         console = Console()
         arch = parse_gpu(gpu)
         precisions = _selected_precisions(fp32, fp16, int8)

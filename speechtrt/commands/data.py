@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from speechtrt.asr.data import ACCENTS, SynthConfig, read_manifest, synthesize
+from speechtrt.vocab import ACCENTS
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
                                            "the training manifest when making a dev set."),
     ) -> None:
         """Speak sentences from an installed English text in several accents and voices with one or more engines."""
-        from speechtrt.asr.data import check_synth_config, parse_engine_counts
+        from speechtrt.asr.data import SynthConfig, check_synth_config, parse_engine_counts, read_manifest, synthesize
         from speechtrt.asr.synth import parse_synthesizers
         from speechtrt.errors import InputError
         from speechtrt.files import check_writable

@@ -13,9 +13,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from speechtrt.asr.augment import AUGMENTATIONS
-from speechtrt.asr.train import TrainConfig, train
 from speechtrt.errors import InputError
+from speechtrt.vocab import AUGMENTATIONS
 
 
 def register(app: typer.Typer) -> None:
@@ -47,6 +46,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train an ASR size with CTC; write the checkpoint (FP16 weights) and <checkpoint>.json."""
         from speechtrt.asr.augment import parse_augmentations
+        from speechtrt.asr.train import TrainConfig, train
         from speechtrt.config import asr_config
         from speechtrt.errors import InputError
         from speechtrt.files import check_writable_file

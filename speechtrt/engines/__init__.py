@@ -5,16 +5,34 @@
     check_engine(result.plan)                                       # before loading: file, TensorRT, GPU
 """
 
-from speechtrt.engines.arch import (
-    ARCHES, GPU_NAMES, HARDWARE_COMPAT_LEVELS, BuildTarget, DeviceInfo, GpuArch, current_device, parse_gpu,
-    resolve_target,
-)
-from speechtrt.engines.flavour import TrtFlavour, find_flavour, installed_flavours
-from speechtrt.engines.builder import (
-    BuildSettings, EngineBuilder, EngineBuildResult, PrecisionSummary, onnx_path_for,
-    parse_shape_override,
-)
-from speechtrt.engines.manifest import MANIFEST_NAME, check_engine, plan_path, read_manifest
+from typing import TYPE_CHECKING
+
+from speechtrt.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from speechtrt.engines.arch import (
+        ARCHES, GPU_NAMES, HARDWARE_COMPAT_LEVELS, BuildTarget, DeviceInfo, GpuArch, current_device, parse_gpu,
+        resolve_target,
+    )
+    from speechtrt.engines.flavour import TrtFlavour, find_flavour, installed_flavours
+    from speechtrt.engines.builder import (
+        BuildSettings, EngineBuilder, EngineBuildResult, PrecisionSummary, onnx_path_for,
+        parse_shape_override,
+    )
+    from speechtrt.engines.manifest import MANIFEST_NAME, check_engine, plan_path, read_manifest
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "arch": (
+        "ARCHES", "GPU_NAMES", "HARDWARE_COMPAT_LEVELS", "BuildTarget", "DeviceInfo", "GpuArch", "current_device",
+        "parse_gpu", "resolve_target"
+    ),
+    "flavour": ("TrtFlavour", "find_flavour", "installed_flavours"),
+    "builder": (
+        "BuildSettings", "EngineBuilder", "EngineBuildResult", "PrecisionSummary", "onnx_path_for",
+        "parse_shape_override"
+    ),
+    "manifest": ("MANIFEST_NAME", "check_engine", "plan_path", "read_manifest"),
+})
 
 __all__ = [
     "ARCHES", "TrtFlavour", "BuildSettings", "BuildTarget", "DeviceInfo", "EngineBuildResult", "EngineBuilder",

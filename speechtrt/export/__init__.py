@@ -4,9 +4,20 @@
 check through the runtime.
 """
 
-from speechtrt.export.components import Component, DimRange, TensorSpec, component, components_for
-from speechtrt.export.onnx import ExportResult, export_graph, load_sidecar, record_parity
-from speechtrt.export.parity import PARITY_TOLERANCE, ParityReport, check_parity, relative_l2
+from typing import TYPE_CHECKING
+
+from speechtrt.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from speechtrt.export.components import Component, DimRange, TensorSpec, component, components_for
+    from speechtrt.export.onnx import ExportResult, export_graph, load_sidecar, record_parity
+    from speechtrt.export.parity import PARITY_TOLERANCE, ParityReport, check_parity, relative_l2
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "components": ("Component", "DimRange", "TensorSpec", "component", "components_for"),
+    "onnx": ("ExportResult", "export_graph", "load_sidecar", "record_parity"),
+    "parity": ("PARITY_TOLERANCE", "ParityReport", "check_parity", "relative_l2"),
+})
 
 __all__ = [
     "Component", "DimRange", "ExportResult", "PARITY_TOLERANCE", "ParityReport", "TensorSpec", "check_parity",

@@ -4,12 +4,27 @@ torch / ONNX Runtime / TensorRT, CUDA graphs by bucket, the KV-cache pool and th
 ``trt`` and ``torch_cuda`` import TensorRT / need CUDA, so they are imported from their modules, not here.
 """
 
-from speechtrt.runtime.kv_pool import KVCachePool, PoolShape, slots_for_budget, write_rows
-from speechtrt.runtime.open import Artifacts, Attempt, graph_path, open_first, open_runner
-from speechtrt.runtime.runner import TORCH_DTYPES, DecoderStep, Runner, RunnerDecoderStep, check_feeds
-from speechtrt.runtime.scheduler import (
-    Admission, DecodeRequest, IterationStats, Move, RequestState, Scheduler, SchedulerConfig, StepOutcome, StepPlan,
-)
+from typing import TYPE_CHECKING
+
+from speechtrt.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from speechtrt.runtime.kv_pool import KVCachePool, PoolShape, slots_for_budget, write_rows
+    from speechtrt.runtime.open import Artifacts, Attempt, graph_path, open_first, open_runner
+    from speechtrt.runtime.runner import TORCH_DTYPES, DecoderStep, Runner, RunnerDecoderStep, check_feeds
+    from speechtrt.runtime.scheduler import (
+        Admission, DecodeRequest, IterationStats, Move, RequestState, Scheduler, SchedulerConfig, StepOutcome, StepPlan,
+    )
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "kv_pool": ("KVCachePool", "PoolShape", "slots_for_budget", "write_rows"),
+    "open": ("Artifacts", "Attempt", "graph_path", "open_first", "open_runner"),
+    "runner": ("TORCH_DTYPES", "DecoderStep", "Runner", "RunnerDecoderStep", "check_feeds"),
+    "scheduler": (
+        "Admission", "DecodeRequest", "IterationStats", "Move", "RequestState", "Scheduler", "SchedulerConfig",
+        "StepOutcome", "StepPlan"
+    ),
+})
 
 __all__ = [
     "Admission", "Artifacts", "Attempt", "DecodeRequest", "DecoderStep", "IterationStats", "KVCachePool", "Move",

@@ -10,10 +10,22 @@
   :mod:`~speechtrt.stream.benchmark` — real-time clients, the capacity search and ``reports/stream.*``.
 """
 
-from speechtrt.stream.core import StepOutcome, StreamConfig, StreamCore, StreamResult
-from speechtrt.stream.engine import BackpressureError, FinalTranscript, StreamingEngine
-from speechtrt.stream.step import StepConfig, StepModel
-from speechtrt.stream.table import StreamClosedError, StreamFailedError, StreamStatus, UnknownStreamError
+from typing import TYPE_CHECKING
+
+from speechtrt.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from speechtrt.stream.core import StepOutcome, StreamConfig, StreamCore, StreamResult
+    from speechtrt.stream.engine import BackpressureError, FinalTranscript, StreamingEngine
+    from speechtrt.stream.step import StepConfig, StepModel
+    from speechtrt.stream.table import StreamClosedError, StreamFailedError, StreamStatus, UnknownStreamError
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "core": ("StepOutcome", "StreamConfig", "StreamCore", "StreamResult"),
+    "engine": ("BackpressureError", "FinalTranscript", "StreamingEngine"),
+    "step": ("StepConfig", "StepModel"),
+    "table": ("StreamClosedError", "StreamFailedError", "StreamStatus", "UnknownStreamError"),
+})
 
 __all__ = [
     "BackpressureError", "FinalTranscript", "StepConfig", "StepModel", "StepOutcome", "StreamClosedError",
