@@ -54,11 +54,13 @@ demo: setup
 	$(BIN)/speechtrt eval --quick --out $(DEMO_REPORTS)
 	$(BIN)/speechtrt stream --streams 64 --seconds 10 --out $(DEMO_REPORTS)
 
+# Two workers, each test file on one of them (its module fixtures are made once); TEST_WORKERS=0 runs in-process.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # Every GPU number from one command, within 8 minutes (speechtrt gpu-report; README "GPU report"). gpu-prep runs where
 # espeak-ng is (it writes the accented test audio the GPU machine cannot make); gpu-report runs on the CUDA machine
