@@ -112,7 +112,8 @@ def markdown(report: dict) -> str:
                             "stopped", "speed"], rows), ""]
     out += ["mel SNR over the decoder frames both runs decoded; MCD over 13 mel-cepstra (c0 out) of the audio's "
             "80-bin log-mel, no time warping; *same stop length*: sentences whose decoder frame count equals FP32's; "
-            "*stopped*: sentences that ended on the stop token (not the frame cap).", ""]
+            "*stopped*: sentences that ended on the stop token (not the frame cap); *speed*: real-time factor of "
+            "speaking the sentences (graphs made on first use are not counted: `prepare_seconds` in the JSON).", ""]
     slower = _slower_than_fp32(report["variants"])
     if slower:
         out += ["Not faster than FP32 on this device (RTF; a lower precision is kept for its fidelity numbers, not "
