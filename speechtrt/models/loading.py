@@ -19,6 +19,7 @@ lacks something is refused in one line naming what.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import importlib.util
 import re
@@ -82,6 +83,23 @@ def checkpoint_path(name: str) -> Path | None:
     return None
 
 
+def shipped_checkpoints() -> list[str]:
+    """The names of the checkpoints in ``./checkpoints`` and beside the package (``voice-en``, ``asr-medium`` ...)."""
+    names = {p.stem for folder in (Path("checkpoints"), PACKAGE_CHECKPOINTS) if folder.is_dir()
+             for p in folder.glob("*.pt") if not p.name.endswith(".last.pt")}
+    return sorted(names - set(REFERENCE_NAMES))
+
+
+def _unknown_hint(spec: str) -> str:
+    """What to type instead of an unknown model name: a close match first, then every name that works."""
+    if spec == DEFAULT_VOICE:
+        return f"train it with `speechtrt train tts` (it writes checkpoints/{spec}.pt)"
+    names = [*REFERENCE_NAMES, *shipped_checkpoints()]
+    close = difflib.get_close_matches(spec, names, n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return f"{guess}give one of {', '.join(names)}, a checkpoint file, or module:factory"
+
+
 def default_voice() -> str:
     """``voice-en`` when its checkpoint is present, else the seeded reference ``tts`` (whose audio is noise)."""
     return DEFAULT_VOICE if checkpoint_path(DEFAULT_VOICE) else "tts"
@@ -112,9 +130,7 @@ def resolve_model(spec: str, *, seed: int = 0, flag: str = "--model", kind: str 
     else:
         path = Path(spec) if spec.endswith(".pt") or Path(spec).is_file() else checkpoint_path(spec)
         if path is None:
-            hint = (f"train it with `speechtrt train tts` (it writes checkpoints/{spec}.pt)" if spec == DEFAULT_VOICE
-                    else f"give one of {', '.join(REFERENCE_NAMES)}, a checkpoint file, or module:factory")
-            raise InputError(f"unknown model {spec!r} ({flag}): no checkpoints/{spec}.pt; {hint}")
+            raise InputError(f"unknown model {spec!r} ({flag}): no checkpoints/{spec}.pt; {_unknown_hint(spec)}")
         model, meta, source = load_model_file(path, flag)
         ref = ModelRef(_name_of(model, path.stem), model_kind(model), model, source, meta=meta)
     if kind is not None and (ref.kind == "tts") != (kind == "tts"):

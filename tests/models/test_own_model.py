@@ -203,6 +203,7 @@ def test_resolve_model_takes_a_factory_and_a_checkpoint_with_its_config(tmp_path
     ("tests.models.test_own_model:nothing_here", "has no callable 'nothing_here'"),
     ("tests.models.test_own_model:TinyConfig", "not a torch.nn.Module"),
     ("voice-xx", "unknown model 'voice-xx'"),
+    ("voice-eng", "did you mean 'voice-en'\\? give one of tts, .*voice-en, a checkpoint file"),
 ])
 def test_resolve_model_refuses_in_one_line(spec, match):
     from speechtrt.models.loading import resolve_model
