@@ -1,10 +1,14 @@
 """The command line: the product's commands are listed, and user mistakes end in one clear line with exit 1."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PRODUCT_COMMANDS = ("export", "calibrate", "build", "bench", "eval", "stream")
 
@@ -72,3 +76,32 @@ def test_the_command_line_starts_without_torch_onnxruntime_or_fastapi():
     assert proc.stdout.strip() == "[]"
     help_text = run_cli("--help")
     assert help_text.returncode == 0 and all(c in help_text.stdout for c in ("export", "tts", "serve", "triton"))
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "--model", "voice-eng"],
+    ["calibrate", "--model", "asr-huge"],
+    ["build", "--gpu", "sm80", "--model", "missing.pt"],
+    ["bench", "--model", "whisper"],
+    ["tts", "hello", "-o", "hello.wav", "--voice", "voice-eng"],
+    ["tts-quality", "--voice", ""],
+])
+def test_a_mistyped_model_is_refused_before_torch_loads(argv, tmp_path):
+    """A model name that names nothing is refused in one line naming the flag and what works (with the closest
+    shipped name), before the command imports torch."""
+    code = ("import sys, speechtrt.cli\n"
+            f"sys.argv = ['speechtrt', *{argv!r}]\n"
+            "try:\n    speechtrt.cli.main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+            "print('exit', code, 'torch' in sys.modules, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stderr.strip().endswith("exit 1 False"), proc.stdout + proc.stderr
+    message = proc.stdout + proc.stderr
+    flag = "--voice" if argv[0].startswith("tts") else "--model"
+    assert flag in message and "Traceback" not in message
+    if "voice-eng" in argv:
+        assert "did you mean 'voice-en'?" in message
+    elif "missing.pt" in argv:
+        assert "no such checkpoint file" in message
+    elif argv[-1]:
+        assert "give one of tts, asr-small, asr-medium, asr-large, asr-stream" in message

@@ -61,6 +61,10 @@ def register(app: typer.Typer) -> None:
                                            "second (Poisson, seeded); 0: every request waiting at the start."),
     ) -> None:
         """Benchmark TTS: seed baseline vs optimized variants; writes reports/tts_bench.{json,md} and PNG plots."""
+        from speechtrt.models.loading import check_model_spec
+
+        if model is not None:
+            check_model_spec(model)
         from speechtrt.bench.tts_bench import CATEGORIES, BenchConfig, run_tts_bench
         from speechtrt.files import check_writable
         from speechtrt.vocab import BACKENDS, PRECISIONS, parse_list

@@ -93,6 +93,10 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Compile exported ONNX graphs into TensorRT engines for one GPU architecture (default: FP32 only)."""
+        from speechtrt.models.loading import check_model_spec
+
+        if model != "all":
+            check_model_spec(model)
         from speechtrt.engines.builder import (
             BuildSettings, EngineBuilder, missing_graph_hint, onnx_path_for, parse_shape_override,
         )

@@ -80,6 +80,10 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the default model init and of the data sampling."),
     ) -> None:
         """Capture real calibration data, write FP16 and INT8 graphs with ModelOpt, and report their fidelity."""
+        from speechtrt.models.loading import check_model_spec
+
+        if model != "all":
+            check_model_spec(model)
         from speechtrt.quantize.precision import HIGH_PRECISIONS, check_method, parse_precisions
 
         console = Console() if sys.stdout.isatty() else Console(width=150)

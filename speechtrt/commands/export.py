@@ -32,6 +32,10 @@ def register(app: typer.Typer) -> None:
         check: bool = typer.Option(True, "--check/--no-check", help="Compare every graph with PyTorch in ONNX Runtime."),
     ) -> None:
         """Export each component to ONNX (named I/O, dynamic axes, sidecar JSON) and print the parity table."""
+        from speechtrt.models.loading import check_model_spec
+
+        if model != "all":
+            check_model_spec(model)
         import torch
 
         from speechtrt.export import components_for

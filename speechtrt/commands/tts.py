@@ -22,14 +22,16 @@ from speechtrt.errors import InputError
 
 
 def _check_device(device: str, backend: str, precision: str) -> None:
-    import torch
-
     if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
         raise InputError(f"--device must be cpu or cuda[:N], got {device!r}")
     cuda = device.startswith("cuda")
-    if cuda and not torch.cuda.is_available():
+    if cuda or backend == "trt":
+        import torch  # only asked when a GPU is
+
+        gpu = torch.cuda.is_available()
+    if cuda and not gpu:
         raise InputError("--device cuda asked for, but CUDA is not available here; use --device cpu")
-    if backend == "trt" and not torch.cuda.is_available():
+    if backend == "trt" and not gpu:
         raise InputError("--backend trt runs TensorRT plans on a CUDA GPU and none is here; use --backend ort or "
                          "torch (speechtrt build makes plans ahead of time for a GPU elsewhere)")
     if backend == "torch" and precision == "int8" and cuda:
@@ -98,6 +100,7 @@ def register(app: typer.Typer) -> None:
         slots: int = typer.Option(8, "--slots", min=1, max=256, help="Requests decoded together."),
     ) -> None:
         """Speak text with the trained voice (decoded to its stop token); writes WAV or FLAC files."""
+        from speechtrt.models.loading import check_model_spec
         from speechtrt.vocab import check_backend, check_precision
 
         err = Console(stderr=True)
@@ -110,6 +113,8 @@ def register(app: typer.Typer) -> None:
                              "(- for stdin)")
         if text is not None and not text.strip():
             raise InputError("text is empty (or only whitespace): give at least one word to synthesize")
+        if voice is not None:
+            check_model_spec(voice, "--voice")
         lines = [text] if text is not None else _read_input(input_)
         paths = _outputs(text, lines, out, fmt)
 
@@ -189,6 +194,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The quality report: ASR round trip (asr-medium), DNSMOS, mel distortion and stop agreement vs FP32,
         teacher-forced vs free-running, and the FP16/INT8 gates; writes <out>/tts_quality.{json,md}."""
+        from speechtrt.models.loading import check_model_spec
+
+        if voice is not None:
+            check_model_spec(voice, "--voice")
         from speechtrt.files import check_writable
         from speechtrt.tts.quality import QualityConfig, run_quality
         from speechtrt.vocab import BACKENDS, PRECISIONS, parse_list

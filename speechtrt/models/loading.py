@@ -26,10 +26,12 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from speechtrt.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 REFERENCE_NAMES = ("tts", "asr-small", "asr-medium", "asr-large", "asr-stream")
 """The seeded reference models (same list as :data:`speechtrt.vocab.MODEL_NAMES`)."""
@@ -105,6 +107,26 @@ def default_voice() -> str:
     return DEFAULT_VOICE if checkpoint_path(DEFAULT_VOICE) else "tts"
 
 
+def check_model_spec(spec: str, flag: str = "--model") -> str:
+    """``spec`` stripped, when it can name a model (a reference name, a shipped checkpoint, a file, or
+    ``module:factory``); InputError otherwise. It loads nothing (no torch), so commands call it before their heavy
+    imports and a mistyped name is refused at once."""
+    spec = str(spec).strip()
+    if not spec:
+        raise InputError(f"{flag} is empty: give a model name ({', '.join(REFERENCE_NAMES)}, {DEFAULT_VOICE}), a "
+                         "checkpoint file, or module:factory")
+    if spec in REFERENCE_NAMES or _is_factory(spec) or _checkpoint_file(spec) is not None:
+        return spec
+    if spec.endswith(".pt"):
+        raise InputError(f"{flag} {spec}: no such checkpoint file")
+    raise InputError(f"unknown model {spec!r} ({flag}): no checkpoints/{spec}.pt; {_unknown_hint(spec)}")
+
+
+def _checkpoint_file(spec: str) -> Path | None:
+    """The checkpoint file ``spec`` names: a path, or a shipped checkpoint's name."""
+    return Path(spec) if Path(spec).is_file() else checkpoint_path(spec)
+
+
 def resolve_model(spec: str, *, seed: int = 0, flag: str = "--model", kind: str | None = None,
                   probe: bool = True) -> ModelRef:
     """The model ``spec`` names (see the module docstring), checked against its protocol.
@@ -113,12 +135,9 @@ def resolve_model(spec: str, *, seed: int = 0, flag: str = "--model", kind: str 
     that names nothing, a file that is not a checkpoint, a factory that cannot be imported or returns something
     else, and a model that lacks part of its protocol.
     """
+    spec = check_model_spec(spec, flag)
     from speechtrt.models.protocol import check_asr_model, check_tts_model, model_kind
 
-    spec = str(spec).strip()
-    if not spec:
-        raise InputError(f"{flag} is empty: give a model name ({', '.join(REFERENCE_NAMES)}, {DEFAULT_VOICE}), a "
-                         "checkpoint file, or module:factory")
     if spec in REFERENCE_NAMES:
         from speechtrt.models import build_model
 
@@ -128,10 +147,7 @@ def resolve_model(spec: str, *, seed: int = 0, flag: str = "--model", kind: str 
         model = _call_factory(spec, None, flag)
         ref = ModelRef(_name_of(model, spec.rsplit(":", 1)[1]), model_kind(model), model, {"factory": spec})
     else:
-        path = Path(spec) if spec.endswith(".pt") or Path(spec).is_file() else checkpoint_path(spec)
-        if path is None:
-            raise InputError(f"unknown model {spec!r} ({flag}): no checkpoints/{spec}.pt; {_unknown_hint(spec)}")
-        model, meta, source = load_model_file(path, flag)
+        model, meta, source = load_model_file(_checkpoint_file(spec), flag)
         ref = ModelRef(_name_of(model, path.stem), model_kind(model), model, source, meta=meta)
     if kind is not None and (ref.kind == "tts") != (kind == "tts"):
         want = "a TTS model" if kind == "tts" else "an ASR model"
@@ -189,6 +205,8 @@ def _import(target: str, flag: str):
 
 
 def _call_factory(spec: str, config: dict | None, flag: str) -> torch.nn.Module:
+    import torch
+
     target, _, attr = spec.rpartition(":")
     factory = getattr(_import(target, flag), attr, None)
     if not callable(factory):
@@ -228,6 +246,8 @@ def _config_dict(config) -> dict:
 def save_model(model: torch.nn.Module, path: str | Path, factory: str, meta: dict | None = None) -> Path:
     """Write a user's model as a speechtrt checkpoint: its weights, its config (as a dict) and ``factory``
     (``module:function`` or ``file.py:function``), which :func:`resolve_model` calls with that dict to rebuild it."""
+    import torch
+
     from speechtrt.models.checkpoints import FORMAT
     from speechtrt.models.protocol import model_kind
 
@@ -244,6 +264,8 @@ def save_model(model: torch.nn.Module, path: str | Path, factory: str, meta: dic
 
 def load_model_file(path: str | Path, flag: str = "--model") -> tuple[torch.nn.Module, dict, dict]:
     """(model in eval mode, meta, source) of a checkpoint file: a user's (with a factory) or a reference kind."""
+    import torch
+
     from speechtrt.models.checkpoints import load_checkpoint
 
     path = Path(path)
