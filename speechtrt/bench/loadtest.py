@@ -44,6 +44,7 @@ from speechtrt.errors import InputError, SpeechTRTError
 from speechtrt.models.audio import FEATURES, encode_audio
 from speechtrt.stream.loadgen import Recording, synth_recordings
 from speechtrt.bench.loadtest_report import compare, write_report
+from speechtrt.bench.server_url import check_server_url
 from speechtrt.reporting import environment
 
 LONG_TEXT = ("In the beginning was the Word, and the Word was with God, and the Word was God. The same was in the "
@@ -389,6 +390,8 @@ def run_loadtest(cfg: LoadtestConfig, serve_config, log: Callable[[str], None] =
     if cfg.quick:
         cfg = quick(cfg)
     out = check_writable(cfg.out_dir, "--out")
+    if cfg.url is not None:
+        check_server_url(cfg.url)
     utts = synth_recordings(Path(cfg.cache_dir) / "recordings", cfg.utterances) if (cfg.streams or cfg.uploads) else []
     report: dict = {"format": "speechtrt-loadtest/1", "command": command, **environment(serve_config.device,
                                                                                          serve_config.threads),

@@ -47,11 +47,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Load-test the server over the network (TTS open and closed loop, real-time streams, uploads) next to
         the same build in-process; p50/p95/p99, refusals, throughput, the serving targets."""
-        from speechtrt.bench.loadtest import LoadtestConfig, run_loadtest
-        from speechtrt.serve.flags import config_from_flags
+        from speechtrt.bench.server_url import check_server_url
         from speechtrt.files import check_writable
 
         check_writable(out, "--out")
+        if url is not None:
+            check_server_url(url)
+        from speechtrt.bench.loadtest import LoadtestConfig, run_loadtest
+        from speechtrt.serve.flags import config_from_flags
+
         console = Console()
         n_streams = max(streams, 1)
         serve_config = config_from_flags(

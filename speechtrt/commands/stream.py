@@ -28,7 +28,6 @@ def _check_flags(values: dict[str, tuple[float, bool, str]]) -> None:
 def _step_config(backend: str, precision: str | None, fp16: bool, device: str, cuda_graphs: bool, threads: int,
                  onnx_dir: Path | None, engine_dir: Path):
     """The step's frozen config from its flags (backend, precision and device checked by the vocabulary)."""
-    from speechtrt.stream.step import StepConfig
     from speechtrt.vocab import check_backend, check_precision
 
     check_backend(backend)
@@ -36,6 +35,7 @@ def _step_config(backend: str, precision: str | None, fp16: bool, device: str, c
         raise InputError(f"--fp16 and --precision {precision} disagree; give one of them")
     precision = check_precision(precision or ("fp16" if fp16 else "fp32"), backend)
     _check_flags({"--threads": (threads, threads >= 0, "give 0 (library default) or a positive thread count")})
+    from speechtrt.stream.step import StepConfig
     return StepConfig(backend=backend, precision=precision, device=device, cuda_graphs=cuda_graphs,
                       threads=threads or None, onnx_dir=onnx_dir, engine_dir=engine_dir)
 
@@ -129,9 +129,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve N concurrent real-time streams (real utterances, jitter, irregular chunks, joins and leaves) and
         report chunk latency, batch utilisation, drops, memory and final-vs-offline agreement."""
-        from speechtrt.stream.benchmark import BenchConfig
-
-        step = _step_config(backend, precision, fp16, device, cuda_graphs, threads, onnx_dir, engine_dir)
         _check_flags({
             "--chunk-ms": (chunk_ms, chunk_ms % 40 == 0, "the model consumes 4-frame (40 ms) steps; use a multiple "
                                                          "of 40"),
@@ -146,6 +143,9 @@ def register(app: typer.Typer) -> None:
                                                                                           "give at least that"),
         })
         _check_paths(manifest, checkpoint, out, cache_dir)
+        step = _step_config(backend, precision, fp16, device, cuda_graphs, threads, onnx_dir, engine_dir)
+        from speechtrt.stream.benchmark import BenchConfig
+
         command = "speechtrt " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "speechtrt stream"
         _run(BenchConfig(step=step, streams=streams, chunk_ms=chunk_ms, seconds=seconds, max_batch=max_batch,
                          max_wait_ms=max_wait_ms, max_buffer_ms=max_buffer_ms, idle_timeout_s=idle_timeout_s,

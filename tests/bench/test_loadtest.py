@@ -28,6 +28,37 @@ def test_an_unknown_target_is_refused_with_the_choices():
         make_target("grpc", "http://127.0.0.1:1")
 
 
+def test_an_external_url_that_does_not_answer_is_refused_before_any_work(tmp_path):
+    """`loadtest --url` first asks the server's GET /health (loopback): a closed port and a server that is not
+    speechtrt's are refused in one line, before recordings or models load."""
+    import functools
+    import http.server
+    import socket
+    import threading
+
+    from speechtrt.bench.server_url import check_server_url
+    from tests.test_cli import run_cli
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    res = run_cli("loadtest", "--url", closed, "--out", str(tmp_path / "reports"), "--cache-dir", str(tmp_path / "c"))
+    assert res.returncode == 1 and f"--url {closed}: no server answers there" in res.stderr, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "c").exists()
+    with pytest.raises(InputError, match="give the server's base URL"):
+        check_server_url("127.0.0.1:8000")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(InputError, match="GET /health answered 404, not 200"):
+            check_server_url(f"http://127.0.0.1:{other.server_address[1]}", timeout_s=5)
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
 def test_loadtest_report_network_beside_in_process(tmp_path):
     from speechtrt.bench.loadtest import LoadtestConfig, run_loadtest
     from speechtrt.models.audio import espeak_available
