@@ -147,7 +147,8 @@ def resolve_model(spec: str, *, seed: int = 0, flag: str = "--model", kind: str 
         model = _call_factory(spec, None, flag)
         ref = ModelRef(_name_of(model, spec.rsplit(":", 1)[1]), model_kind(model), model, {"factory": spec})
     else:
-        model, meta, source = load_model_file(_checkpoint_file(spec), flag)
+        path = _checkpoint_file(spec)
+        model, meta, source = load_model_file(path, flag)
         ref = ModelRef(_name_of(model, path.stem), model_kind(model), model, source, meta=meta)
     if kind is not None and (ref.kind == "tts") != (kind == "tts"):
         want = "a TTS model" if kind == "tts" else "an ASR model"
