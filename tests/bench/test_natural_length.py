@@ -72,3 +72,23 @@ def test_the_seeded_model_is_refused_for_natural_lengths(tmp_path):
 
     with pytest.raises(InputError, match="decodes to its stop token"):
         run_tts_bench(BenchConfig(model="tts", workload="natural", out_dir=str(tmp_path)))
+
+
+def test_the_natural_section_names_a_variant_where_in_flight_is_slower():
+    """A "faster" policy that is slower is said in the report, with the row cost that made it so."""
+    from speechtrt.bench.tts_report import natural_markdown
+
+    def variant(speedup, ms_in, ms_static):
+        return {"in_flight": {"frames_per_s": 100.0 * speedup, "mean_active": 7.5, "steps": 100,
+                              "latency_ms": {"p50": 10.0}},
+                "static": {"frames_per_s": 100.0, "mean_active": 5.6, "steps": 135, "latency_ms": {"p50": 9.0}},
+                "speedup": speedup, "step_ratio": 1.35, "same_frames_per_request": True,
+                "ms_per_step": {"in_flight": ms_in, "static": ms_static}}
+
+    block = {"model": "m", "requests": 8, "lengths": {"min": 1, "median": 2, "max": 3}, "batch": 8,
+             "arrivals": "backlog", "vocoder": "left out", "static_policy": "p",
+             "variants": {"a-fp32": variant(1.10, 10.0, 8.1), "b-int8": variant(0.96, 16.9, 12.1)}}
+    text = "\n".join(natural_markdown(block))
+    assert "takes 1.35x fewer decoder steps" in text
+    assert "In-flight slower than static here: b-int8 0.96x (a step of 7.5 rows costs 1.40x one of 5.6" in text
+    assert "a-fp32 1.10x" not in text
