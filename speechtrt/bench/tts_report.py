@@ -261,13 +261,14 @@ def natural_markdown(block: dict) -> list[str]:
                   "same frames. Throughput follows that ratio only where a step costs the same whatever its number "
                   "of rows (a memory-bound decoder step, as on a GPU at small batch); where a step's cost grows "
                   "with its rows, as the ms-per-step column shows it does on this device, the gain is smaller.", ""]
-        slower = [(name, v) for name, v in block["variants"].items() if v.get("speedup") and v["speedup"] < 1.0]
+        slower = [(name, v) for name, v in block["variants"].items()
+                  if v.get("speedup") and v["speedup"] < 1.0 and v.get("ms_per_step")]
         if slower:
             lines += ["In-flight slower than static here: " + "; ".join(
                 f"{name} {v['speedup']:.2f}x (a step of {v['in_flight']['mean_active']:.1f} rows costs "
                 f"{v['ms_per_step']['in_flight'] / v['ms_per_step']['static']:.2f}x one of "
                 f"{v['static']['mean_active']:.1f}, more than the {v['step_ratio']:.2f}x fewer steps save)"
-                for name, v in slower if v.get("ms_per_step")) + ".", ""]
+                for name, v in slower) + ".", ""]
     t = block.get("target")
     if t:
         lines += [f"Target {t['target']}: {t['variant']} = {t['value']:.2f}x → "
