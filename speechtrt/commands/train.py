@@ -105,7 +105,10 @@ def register(app: typer.Typer) -> None:
         batch_frames: int = typer.Option(6000, help="Padded mel frames per batch."),
         lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW)."),
         warmup_steps: int = typer.Option(300),
-        reduction: int = typer.Option(4, help="Mel frames per decoder step (new models only)."),
+        reduction: Optional[int] = typer.Option(None, help="Mel frames per decoder step (new models: 4). With "
+                                                "--init-from, another value than the checkpoint's regroups it: every "
+                                                "weight is kept, the frame projection is tiled, the optimizer "
+                                                "restarts."),
         prenet_dim: int = typer.Option(128, help="Prenet width (new models only)."),
         feedback: Optional[bool] = typer.Option(None, "--feedback/--no-feedback", help="Whether the decoder reads "
                                                 "its previous frames (default: the checkpoint's; new models: yes)."),

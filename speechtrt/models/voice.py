@@ -26,7 +26,7 @@ pool, the in-flight scheduler, the TTS service and the exporters run it unchange
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -344,3 +344,27 @@ def _attend_weights(q, k, v, keep, p: float, training: bool):
 def build_voice(config: VoiceConfig | None = None, seed: int = 0) -> VoiceTTS:
     """A deterministically initialised voice in eval mode."""
     return seeded(lambda: VoiceTTS(config), seed)
+
+
+def regroup_voice(model: VoiceTTS, reduction: int) -> VoiceTTS:
+    """The same voice with ``reduction`` mel frames per decoder step: a warm start for training at another
+    reduction factor. Every weight and buffer is kept (none of them depends on the factor: the prenet reads one
+    mel frame) except the frame projection, whose rows for frame ``j`` of a step are the old step's rows for frame
+    ``j mod r_old`` (bias likewise). The result decodes at the new rate only after training: its positions now count
+    larger steps."""
+    c = model.config
+    if reduction == c.reduction:
+        return model
+    if not c.prenet_last_frame:
+        raise ValueError("regroup_voice needs a prenet that reads the last mel frame (prenet_last_frame=True)")
+    new = VoiceTTS(replace(c, reduction=reduction))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("mel_projection.")}
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    assert not unexpected and sorted(missing) == ["mel_projection.bias", "mel_projection.weight"], (missing, unexpected)
+    n = c.n_mels
+    rows = torch.arange(reduction * n)
+    old_rows = (rows // n) % c.reduction * n + rows % n
+    with torch.no_grad():
+        new.mel_projection.weight.copy_(model.mel_projection.weight[old_rows])
+        new.mel_projection.bias.copy_(model.mel_projection.bias[old_rows])
+    return new.train(model.training)

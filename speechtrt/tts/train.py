@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from speechtrt.errors import InputError
-from speechtrt.models.voice import VoiceConfig, VoiceTTS, build_voice
+from speechtrt.models.voice import VoiceConfig, VoiceTTS, build_voice, regroup_voice
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class VoiceTrainConfig:
     eval_every: float = 12.0  # minutes of training between development evaluations
     monitor: int = 30
     log_every: int = 50
-    reduction: int = 4
+    reduction: int | None = None  # None: the checkpoint's (new models: 4); another value regroups a checkpoint
     prenet_dim: int = 128
     feedback: bool | None = None  # None: the checkpoint's (new models: True); False: decoder ignores its frames
 
@@ -80,7 +80,7 @@ class VoiceTrainConfig:
 
         if self.minutes <= 0:
             bad("minutes", self.minutes, "the training budget must be positive")
-        if not 1 <= self.reduction <= 8:
+        if self.reduction is not None and not 1 <= self.reduction <= 8:
             bad("reduction", self.reduction, "frames per decoder step must be 1..8")
         if not 0.0 <= self.ss_rate <= 1.0:
             bad("ss_rate", self.ss_rate, "a sampling rate is a probability in [0, 1]")
@@ -258,27 +258,31 @@ def evaluate_dev(model: VoiceTTS, items: list[dict], stats: dict, judge, batch: 
 
 
 def load_initial(cfg: VoiceTrainConfig, stats: dict) -> tuple[VoiceTTS, dict | None, dict]:
-    """The model to train: from ``init_from`` (a checkpoint or a ``.last.pt`` training state) or seeded."""
+    """The model to train: from ``init_from`` (a checkpoint or a ``.last.pt`` training state) or seeded.
+
+    With ``init_from`` and a ``reduction`` other than the checkpoint's, the voice is regrouped
+    (:func:`~speechtrt.models.voice.regroup_voice`) and the optimizer starts afresh."""
     if cfg.init_from:
         blob = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
         if isinstance(blob, dict) and blob.get("format") == "speechtrt-voice-train-state/1":
-            config = VoiceConfig.from_dict(blob["config"])
-            if cfg.feedback is not None:
-                config = replace(config, feedback=cfg.feedback)
-            model = VoiceTTS(config)
+            model = VoiceTTS(VoiceConfig.from_dict(blob["config"]))
             model.load_state_dict(blob["state_dict"])
-            return model.float().train(), blob.get("optimizer"), blob.get("meta", {})
-        from speechtrt.models.checkpoints import load_checkpoint
+            opt_state, meta = blob.get("optimizer"), blob.get("meta", {})
+        else:
+            from speechtrt.models.checkpoints import load_checkpoint
 
-        model, meta = load_checkpoint(cfg.init_from)
-        if not isinstance(model, VoiceTTS):
-            raise InputError(f"--init-from {cfg.init_from} holds a {type(model).__name__}, not a voice")
+            model, meta = load_checkpoint(cfg.init_from)
+            if not isinstance(model, VoiceTTS):
+                raise InputError(f"--init-from {cfg.init_from} holds a {type(model).__name__}, not a voice")
+            opt_state = None
         if cfg.feedback is not None and cfg.feedback != model.config.feedback:
             state = model.state_dict()
             model = VoiceTTS(replace(model.config, feedback=cfg.feedback))
             model.load_state_dict(state)
-        return model.float().train(), None, meta
-    config = VoiceConfig(reduction=cfg.reduction, prenet_dim=cfg.prenet_dim)
+        if cfg.reduction is not None and cfg.reduction != model.config.reduction:
+            model, opt_state = regroup_voice(model.float(), cfg.reduction), None
+        return model.float().train(), opt_state, meta
+    config = VoiceConfig(reduction=cfg.reduction or VoiceConfig.reduction, prenet_dim=cfg.prenet_dim)
     if cfg.feedback is not None:
         config = replace(config, feedback=cfg.feedback)
     model = build_voice(config, seed=cfg.seed)
@@ -327,9 +331,9 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
     train, dev, stats, data_meta = load_voice_data(cfg.data)
     model, opt_state, prior = load_initial(cfg, stats)
     c = model.config
-    if cfg.init_from and (c.reduction != cfg.reduction or c.prenet_dim != cfg.prenet_dim):
-        log(f"note: --init-from sets the architecture (reduction {c.reduction}, prenet {c.prenet_dim}); "
-            "the architecture flags are ignored")
+    if cfg.init_from and c.prenet_dim != cfg.prenet_dim:
+        log(f"note: --init-from sets the architecture (prenet {c.prenet_dim}); "
+            "--prenet-dim is ignored")
     mean, std = model.mel_mean.clone(), model.mel_std.clone()
     model_stats = {"mean": mean, "std": std}
     silence = ((math.log(c.mel.log_floor) - mean) / std)[None, None]

@@ -269,3 +269,43 @@ def test_ort_int8_leaves_the_griffin_lim_vocoder_at_fp32_and_says_so(tmp_path, t
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["precision"] == "int8" and side["quantization"]["mode"] == "none"
     assert side["quantization"]["weights"].startswith("fp32: fixed bases")
+
+
+@pytest.mark.slow
+def test_fp16_set_keeps_the_griffin_lim_vocoder_at_fp32_and_says_so(tmp_path, tiny):
+    """FP16 moved Griffin-Lim's audio (its phase is found by iteration): the voice's ``fp16`` vocoder graph is the
+    FP32 graph, byte for byte, with a sidecar naming the method ``kept-fp32``; the seed's learned vocoder is cast."""
+    import json
+
+    from speechtrt.pipeline import export_component
+    from speechtrt.quantize.precision import make_fp16
+
+    comp = component("tts_vocoder", tiny.config)
+    export_component(comp, tiny, tmp_path)
+    res = make_fp16(comp, tmp_path, [])
+    assert res.onnx_path.read_bytes() == (tmp_path / "tts_vocoder.onnx").read_bytes()
+    side = json.loads(res.sidecar_path.read_text())
+    assert side["precision"] == "fp16" and side["quantization"]["method"] == "kept-fp32"
+    assert side["fp32_onnx_sha256"] == side["onnx_sha256"] and "Griffin-Lim" in side["quantization"]["reason"]
+
+
+def test_regrouping_a_voice_keeps_every_weight_and_tiles_the_frame_projection(tiny):
+    """A warm start at another reduction factor: every weight but the frame projection is the old one; frame j of a
+    new step starts as frame j mod r_old of an old step; the regrouped voice decodes r_new frames per step."""
+    from speechtrt.models.voice import regroup_voice
+
+    r_old = tiny.config.reduction
+    new = regroup_voice(tiny, 2 * r_old)
+    assert new.config.reduction == 2 * r_old and new.config.mel_dim == 2 * tiny.config.mel_dim
+    old_state, new_state = tiny.state_dict(), new.state_dict()
+    for name, value in old_state.items():
+        if not name.startswith("mel_projection."):
+            assert torch.equal(new_state[name], value), name
+    x = torch.randn(3, tiny.config.hidden_dim)
+    old_frame, new_frame = tiny.mel_projection(x), new.mel_projection(x)
+    assert torch.equal(new_frame[:, :tiny.config.mel_dim], old_frame)
+    assert torch.equal(new_frame[:, tiny.config.mel_dim:], old_frame)
+    new.eval()
+    frames, steps = new.generate(torch.tensor([[5, 6, 7, 8]]), torch.tensor([4]), max_steps=3)
+    assert frames.shape == (1, int(steps[0]), new.config.mel_dim)
+    assert regroup_voice(tiny, r_old) is tiny

@@ -121,3 +121,10 @@ def test_train_command_trains_evaluates_and_resumes(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     again = json.loads(resumed.with_suffix(".json").read_text())
     assert again["prior_train_minutes"] == pytest.approx(sidecar["train_minutes_total"], abs=0.01)
+    regrouped = tmp_path / "voice3.pt"
+    r = model.config.reduction
+    result = CliRunner().invoke(app, [*args[:4], "--out", str(regrouped), "--minutes", "0.03", "--eval-every", "1",
+                                      "--monitor", "2", "--batch-frames", "600", "--reduction", str(2 * r),
+                                      "--init-from", str(out.with_suffix(".last.pt"))])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(regrouped)[0].config.reduction == 2 * r  # a warm start at another reduction factor
