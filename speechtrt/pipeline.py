@@ -114,8 +114,12 @@ def ensure_graph(component: str | Component, precision: str, form: str, artifact
         export_component(comp, artifacts.model, artifacts.onnx_dir)
     _check_recorded_parity(fp32)
     graph = graph_path(artifacts, comp.name, precision, form)
-    if graph.is_file():
+    stale = made_by_older_recipe(graph, precision, form)
+    if graph.is_file() and stale is None:
         return graph
+    if stale is not None:
+        log(f"making {graph.name} again: an older quantization recipe made it (version {stale[0]}; this version "
+            f"makes {stale[1]})")
     ort_int8 = precision == "int8" and form == "ort"
     feeds = calibration
     if feeds is None and not (ort_int8 and _ort_int8_dynamic(comp)):
@@ -133,6 +137,42 @@ def ensure_graph(component: str | Component, precision: str, form: str, artifact
         else:
             make_int8(comp, artifacts.onnx_dir, feeds, method)
     return graph
+
+
+def made_by_older_recipe(graph: Path, precision: str, form: str) -> tuple[int, int] | None:
+    """(recorded, current) recipe versions when ``graph`` was made by an older version of its quantizer, else None.
+
+    A reduced-precision graph on disk is reused only when this version's recipe made it (its sidecar's
+    ``quantization.recipe_version``; none recorded counts as 1), so an upgrade never runs graphs the current code
+    would not make. A graph without a sidecar was made elsewhere: its recipe is not known here and it is used."""
+    if precision == "fp32" or not graph.is_file():
+        return None
+    if precision == "int8" and form == "ort":
+        from speechtrt.quantize.ort_int8 import RECIPE_VERSION as current
+    else:
+        from speechtrt.quantize.precision import RECIPE_VERSIONS
+
+        current = RECIPE_VERSIONS.get(precision, 1)
+    try:
+        block = json.loads(graph.with_suffix(".json").read_text()).get("quantization") or {}
+    except (OSError, ValueError):
+        return None
+    recorded = int(block.get("recipe_version", 1))
+    return (recorded, current) if recorded < current else None
+
+
+def _plan_matches_graph(plan: Path, component: str, precision: str, graph: Path) -> bool:
+    """Whether the manifest beside ``plan`` says it was built from ``graph`` as it is now (the SHA-256 the graph's
+    sidecar records); True when either record is missing (nothing to compare)."""
+    from speechtrt.engines.manifest import entry_key, read_manifest
+
+    try:
+        entry = read_manifest(plan.parent)["engines"].get(entry_key(component, precision)) or {}
+        built_from = (entry.get("onnx") or {}).get("sidecar_sha256")
+        now = json.loads(graph.with_suffix(".json").read_text()).get("onnx_sha256")
+    except (EngineLoadError, OSError, ValueError):
+        return True
+    return built_from is None or now is None or built_from == now
 
 
 def _check_recorded_parity(graph: Path) -> None:
@@ -170,6 +210,10 @@ def _ensure_plan(comp: Component, precision: str, artifacts: Artifacts, gpu: str
                                   "build ahead of time (`speechtrt build`), or use --backend ort")
     model_name = artifacts.model_name or comp.model
     plan = plan_path(artifacts.engine_dir, arch.sm, model_name, comp.name, precision)
+    if plan.is_file() and not _plan_matches_graph(plan, comp.name, precision, graph_path(artifacts, comp.name, precision,
+                                                                                          "trt")):
+        log(f"building {plan.name} again: its graph was made again since it was built")
+        plan.unlink()
     if not plan.is_file():
         log(f"building the {precision} plan of {comp.name} for {arch.sm}")
         builder = EngineBuilder(BuildSettings(arch, engines_dir=artifacts.engine_dir, shapes=tuple(shapes)))

@@ -49,6 +49,9 @@ from speechtrt.export.onnx import load_sidecar
 from speechtrt.files import check_writable, sha256_file
 
 MODES = ("dynamic", "static", "none")
+RECIPE_VERSION = 2
+"""Version of what :func:`make_ort_int8` writes (2: dynamic weight scales per output channel); a graph on disk made
+by an older version is made again on next use (:func:`speechtrt.pipeline.ensure_graph`)."""
 
 STATIC_INT8_OPS = ["Conv", "MatMul", "Gemm", "Relu", "Mul"]
 """Operator types the static mode quantizes with calibrated ranges (LSTMs are quantized dynamically)."""
@@ -160,6 +163,7 @@ def make_ort_int8(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, n
                                             "saturation without VNNI)"
                                             + ("; LSTM weights full range" if mode == "static" else "")),
                                 "calibration_feeds": len(feeds or []) if mode == "static" else 0,
+                                "recipe_version": RECIPE_VERSION,
                                 "seconds": round(time.perf_counter() - t0, 3)}}
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return out

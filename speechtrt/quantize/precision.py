@@ -40,6 +40,9 @@ from speechtrt.vocab import CALIBRATION_METHODS, REDUCED_PRECISIONS, parse_list
 HIGH_PRECISIONS = ("fp16", "fp32")
 CALIB_BATCH = 8  # samples per calibration feed
 AUTOCAST_BATCHES = 4  # feeds AutoCast runs to find out-of-range nodes (it keeps every intermediate tensor)
+RECIPE_VERSIONS = {"fp16": 2, "int8": 1}
+"""Version of what :func:`make_fp16` / :func:`make_int8` write (fp16 2: a voice's Griffin-Lim vocoder kept FP32); a
+graph on disk made by an older version is made again on next use (:func:`speechtrt.pipeline.ensure_graph`)."""
 
 
 @dataclass
@@ -232,7 +235,7 @@ def make_fp16(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, np.nd
         shutil.copyfile(fp32, out)
         model = onnx.load(str(out))
         seconds = time.perf_counter() - t0
-        block = {"tool": "none", "method": "kept-fp32",
+        block = {"tool": "none", "method": "kept-fp32", "recipe_version": RECIPE_VERSIONS["fp16"],
                  "reason": "spectral outputs (Griffin-Lim): FP16 moved the audio, FP32 kept",
                  "calibration": {**_calibration_block(calib_path), "feeds_used": 0},
                  "counts": graph_counts(model), "io_types": io_types(model), "seconds": round(seconds, 3)}
@@ -266,6 +269,7 @@ def make_fp16(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, np.nd
         "tool": "modelopt.onnx.autocast.convert_to_mixed_precision",
         "modelopt": _modelopt_version(),
         "method": "autocast",
+        "recipe_version": RECIPE_VERSIONS["fp16"],
         "low_precision_type": "fp16",
         "keep_io_types": True,
         "data_max": data_max,
@@ -315,6 +319,7 @@ def make_int8(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, np.nd
         "tool": "modelopt.onnx.quantization.quantize",
         "modelopt": _modelopt_version(),
         "method": method,
+        "recipe_version": RECIPE_VERSIONS["int8"],
         "quantize_mode": "int8",
         "high_precision": high_precision,
         "calibration_eps": ["cpu"],

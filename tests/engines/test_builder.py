@@ -211,6 +211,30 @@ def test_graph_rewritten_after_export_builds_with_a_warning(scratch, tmp_path, b
     assert result.entry["onnx"]["sha256"] != result.entry["onnx"]["sidecar_sha256"]
 
 
+def test_a_plan_whose_graph_was_made_again_is_rebuilt_on_use(scratch, tmp_path, monkeypatch):
+    """The plan a job opens is rebuilt when its graph's sidecar records other bytes than the plan's manifest entry
+    (the graph was made again, e.g. by a newer quantization recipe); an unchanged graph reuses the plan."""
+    from speechtrt.pipeline import ensure_artifact
+    from speechtrt.runtime.open import Artifacts
+
+    monkeypatch.delenv("SPEECHTRT_TRT", raising=False)
+    artifacts = Artifacts(onnx_dir=scratch, engine_dir=tmp_path / "engines")
+    plan = ensure_artifact("tts_vocoder", "fp32", "trt", artifacts, gpu=GPU)
+    built = plan.stat().st_mtime_ns
+    said = []
+    assert ensure_artifact("tts_vocoder", "fp32", "trt", artifacts, gpu=GPU, log=said.append) == plan
+    assert plan.stat().st_mtime_ns == built and not said
+
+    side = scratch / "tts_vocoder.json"
+    record = json.loads(side.read_text())
+    record["onnx_sha256"] = "0" * 64
+    side.write_text(json.dumps(record))
+    assert ensure_artifact("tts_vocoder", "fp32", "trt", artifacts, gpu=GPU, log=said.append) == plan
+    assert plan.stat().st_mtime_ns != built and any("its graph was made again" in s for s in said), said
+    entry = json.loads((plan.parent / "manifest.json").read_text())["engines"]["tts_vocoder.fp32"]
+    assert entry["onnx"]["sidecar_sha256"] == "0" * 64
+
+
 def test_without_a_gpu_the_builder_falls_back_to_tensorrt_rtx(tmp_path, monkeypatch):
     monkeypatch.delenv("SPEECHTRT_TRT", raising=False)
     builder = EngineBuilder(BuildSettings(parse_gpu("sm89"), engines_dir=tmp_path), device=None)

@@ -58,3 +58,30 @@ def test_static_mode_needs_calibration_feeds(tts_onnx_dir):
         make_ort_int8(component("tts_vocoder"), tts_onnx_dir, None, mode="static")
     with pytest.raises(InputError, match="unknown ONNX Runtime INT8 mode"):
         make_ort_int8(component("tts_vocoder"), tts_onnx_dir, [{"mel": np.zeros((1, 4, 80), np.float32)}], mode="x")
+
+
+def test_a_graph_made_by_an_older_recipe_is_made_again_on_use(int8_dir):
+    """An INT8 graph whose sidecar records an older recipe (or none: the first) is remade by the next job that uses
+    it, and says so; a current one is reused untouched."""
+    import json
+
+    from speechtrt.pipeline import made_by_older_recipe
+    from speechtrt.quantize.ort_int8 import RECIPE_VERSION
+
+    graph = int8_dir / "tts_decoder_step.int8-ort.onnx"
+    side = graph.with_suffix(".json")
+    record = json.loads(side.read_text())
+    assert record["quantization"]["recipe_version"] == RECIPE_VERSION
+    assert made_by_older_recipe(graph, "int8", "ort") is None
+    before = graph.stat().st_mtime_ns
+    ensure_graph("tts_decoder_step", "int8", "ort", Artifacts(onnx_dir=int8_dir))
+    assert graph.stat().st_mtime_ns == before
+
+    del record["quantization"]["recipe_version"]
+    side.write_text(json.dumps(record))
+    assert made_by_older_recipe(graph, "int8", "ort") == (1, RECIPE_VERSION)
+    said = []
+    ensure_graph("tts_decoder_step", "int8", "ort", Artifacts(onnx_dir=int8_dir), log=said.append)
+    assert any("made it (version 1; this version makes" in s for s in said), said
+    assert json.loads(side.read_text())["quantization"]["recipe_version"] == RECIPE_VERSION
+    assert made_by_older_recipe(graph, "int8", "ort") is None

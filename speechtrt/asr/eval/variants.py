@@ -239,8 +239,11 @@ def _ensure_dynamic_int8(comp: Component, artifacts: Artifacts) -> None:
     """ORT INT8 without a calibration set: the dynamic form (INT8 weights, activations quantized per call)."""
     from speechtrt.quantize.ort_int8 import make_ort_int8
 
+    from speechtrt.pipeline import made_by_older_recipe
+
     ensure_artifact(comp, "fp32", "ort", artifacts)
-    if not graph_path(artifacts, comp.name, "int8", "ort").is_file():
+    graph = graph_path(artifacts, comp.name, "int8", "ort")
+    if not graph.is_file() or made_by_older_recipe(graph, "int8", "ort"):
         make_ort_int8(comp, artifacts.onnx_dir, None, mode="dynamic")
 
 
