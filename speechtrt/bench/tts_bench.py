@@ -89,6 +89,7 @@ class BenchConfig:
     workload: str = "all"  # all | natural (only the natural-length section, merged into an existing report)
     natural_batch: int = 8
     natural_requests: int = 32
+    natural_repeats: int = 3  # runs per policy, alternating; each policy's fastest is kept
     natural_arrival_rate: float = 0.0  # requests/s (Poisson); 0: a backlog
 
     @property
@@ -304,7 +305,7 @@ def natural_section(cfg: BenchConfig, ref, variants: list[Variant], log, step) -
     ncfg = NaturalConfig(batch=cfg.natural_batch, requests=cfg.natural_requests,
                          arrival_rate=cfg.natural_arrival_rate, device=cfg.device, onnx_dir=str(where.onnx_dir),
                          engine_dir=str(where.engine_dir), calib_dir=str(ref.calib_dir(cfg.calib_dir)),
-                         threads=cfg.threads, repeats=1 if cfg.quick else 2)
+                         threads=cfg.threads, repeats=1 if cfg.quick else cfg.natural_repeats)
     pairs = tuple(dict.fromkeys((v.backend, v.precision) for v in variants)) or (("torch", "fp32"),)
     block = natural_length(ref.model, ncfg, variants=pairs, log=log, model_name=ref.name)
     block["source"] = ref.source

@@ -253,6 +253,13 @@ def natural_markdown(block: dict) -> list[str]:
                               "mean active (in-flight)", "mean active (static)", "steps (in-flight / static)",
                               "ms per step (in-flight / static)", "p50 latency ms (in-flight / static)",
                               "check"], rows), ""]
+    spread = [(name, v["runs"]) for name, v in block["variants"].items()
+              if len((v.get("runs") or {}).get("in_flight", [])) > 1]
+    if spread:
+        lines += [f"Each policy ran {len(spread[0][1]['in_flight'])} times, alternating; the table keeps its fastest. "
+                  "Slowest / fastest run of the same work (this machine's timing noise): " + "; ".join(
+                      f"{name} in-flight {max(r['in_flight']) / min(r['in_flight']):.2f}x, static "
+                      f"{max(r['static']) / min(r['static']):.2f}x" for name, r in spread) + ".", ""]
     ran = [v for v in block["variants"].values() if v.get("step_ratio")]
     if ran:
         lo, hi = min(v["step_ratio"] for v in ran), max(v["step_ratio"] for v in ran)

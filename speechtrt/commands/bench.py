@@ -57,6 +57,10 @@ def register(app: typer.Typer) -> None:
                                           help="Batch size of both policies in the natural-length workload."),
         natural_requests: int = typer.Option(32, "--natural-requests", min=1, max=4096,
                                              help="Held-out sentences in the natural-length workload."),
+        natural_repeats: int = typer.Option(3, "--natural-repeats", min=1, max=50,
+                                            help="Runs per policy in the natural-length workload, alternating "
+                                                 "in-flight and static; the report keeps each policy's fastest and "
+                                                 "lists every run (--quick: 1)."),
         arrival_rate: float = typer.Option(0.0, "--arrival-rate", min=0.0, help="Natural-length arrivals per "
                                            "second (Poisson, seeded); 0: every request waiting at the start."),
     ) -> None:
@@ -87,7 +91,7 @@ def register(app: typer.Typer) -> None:
             max_slots=256 if gpu else 16,
             onnx_dir=str(onnx_dir), engine_dir=str(engine_dir), out_dir=str(out), threads=threads or None,
             quick=quick, model=model, workload=workload, natural_batch=natural_batch,
-            natural_requests=natural_requests, natural_arrival_rate=arrival_rate,
+            natural_requests=natural_requests, natural_repeats=natural_repeats, natural_arrival_rate=arrival_rate,
         )
         if workload not in ("all", "natural"):
             raise InputError(f"--workload {workload!r}: choose all or natural")

@@ -50,7 +50,8 @@ def test_bench_workload_natural_merges_into_an_existing_report(tmp_path, capsys)
     (tmp_path / "tts_bench.json").write_text(json.dumps({"benchmark": "tts", "variants": {"kept": 1}}))
     argv = sys.argv
     sys.argv = ["speechtrt", "bench", "--workload", "natural", "--model", FACTORY, "--backend", "torch",
-                "--precision", "fp32", "--natural-batch", "2", "--natural-requests", "4", "--out", str(tmp_path),
+                "--precision", "fp32", "--natural-batch", "2", "--natural-requests", "4", "--natural-repeats", "2",
+                "--out", str(tmp_path),
                 "--onnx-dir", str(tmp_path / "onnx")]
     try:
         main()
@@ -61,8 +62,11 @@ def test_bench_workload_natural_merges_into_an_existing_report(tmp_path, capsys)
     block = report["natural_length"]
     assert block["model"] == "tiny-tts" and block["requests"] == 4 and block["batch"] == 2
     assert block["source"] == {"factory": FACTORY} and "torch-fp32" in block["variants"]
+    runs = block["variants"]["torch-fp32"]["runs"]
+    assert len(runs["in_flight"]) == len(runs["static"]) == 2  # --natural-repeats, alternating
     md = (tmp_path / "tts_bench.md").read_text()
     assert "## Natural lengths: in-flight vs static batching" in md and "fewer decoder steps than static" in md
+    assert "Each policy ran 2 times, alternating; the table keeps its fastest." in md
     assert "natural lengths torch-fp32 (batch 2)" in capsys.readouterr().out
 
 
