@@ -12,8 +12,8 @@ quantizer writes:
   full-range weights overflowed them — measured on the TTS decoder step (random decoder-step inputs, one step):
   15.7 dB SNR vs FP32 at full range, 35.8 dB with reduced range (38.4 dB with u8 weights, 10 % slower). Scales
   are per output channel: on the trained voice's decoder step (16 held-out calibration rows) the frames are
-  44.7 dB from FP32 per channel against 42.6 dB per tensor, at the same speed (8.05 vs 8.07 ms per step, one
-  thread, AVX2-only AMD EPYC).
+  44.7 dB from FP32 per channel against 42.6 dB per tensor, at the same speed (one thread, AVX2-only AMD EPYC,
+  medians at 1/4/8/16 rows: 0.70/1.08/2.58/4.83 ms per step against 0.71/1.19/2.54/4.78 ms).
 * ``static``: QDQ with per-channel INT8 weights (7-bit range as well) and UINT8 activations whose ranges (min/max)
   come from calibration feeds, for convolutions, matrix products, ReLUs and padding-mask multiplies (so a
   convolution front end stays INT8 from the first layer: ``QLinearConv``), then the LSTMs' weights dynamically

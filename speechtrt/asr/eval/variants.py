@@ -237,9 +237,8 @@ def make_artifact(comp: Component, backend: str, precision: str, artifacts: Arti
 
 def _ensure_dynamic_int8(comp: Component, artifacts: Artifacts) -> None:
     """ORT INT8 without a calibration set: the dynamic form (INT8 weights, activations quantized per call)."""
-    from speechtrt.quantize.ort_int8 import make_ort_int8
-
     from speechtrt.pipeline import made_by_older_recipe
+    from speechtrt.quantize.ort_int8 import make_ort_int8
 
     ensure_artifact(comp, "fp32", "ort", artifacts)
     graph = graph_path(artifacts, comp.name, "int8", "ort")
