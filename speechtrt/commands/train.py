@@ -112,6 +112,13 @@ def register(app: typer.Typer) -> None:
         prenet_dim: int = typer.Option(128, help="Prenet width (new models only)."),
         feedback: Optional[bool] = typer.Option(None, "--feedback/--no-feedback", help="Whether the decoder reads "
                                                 "its previous frames (default: the checkpoint's; new models: yes)."),
+        durations_from: Optional[str] = typer.Option(None, help="Train an aligned voice on phoneme durations: "
+                                                     "`espeak` (espeak-ng's own timing of the data it spoke) or an "
+                                                     "attention voice's checkpoint (read off its cross-attention); "
+                                                     "cached beside the data. An attention voice given as "
+                                                     "--init-from is made aligned. Pair with --no-feedback."),
+        aligned_sigma: float = typer.Option(1.0, help="Aligned voice: width in decoder steps of the attention "
+                                            "prior around each phoneme."),
         ss_rate: float = typer.Option(0.5, help="Scheduled sampling: final share of decoder inputs taken from the "
                                       "model's own predictions."),
         ss_passes: int = typer.Option(2, help="Passes per step (1 = teacher forcing; 3 = predictions of predictions)."),
@@ -140,6 +147,7 @@ def register(app: typer.Typer) -> None:
             warmup_steps=warmup_steps, reduction=reduction, prenet_dim=prenet_dim, feedback=feedback, ss_rate=ss_rate,
             ss_passes=ss_passes, ss_start=ss_start, ss_ramp=ss_ramp, input_noise=input_noise,
             guided_weight=guided_weight, eval_every=eval_every, monitor=monitor,
+            durations_from=durations_from, aligned_sigma=aligned_sigma,
         )
         cfg.check()
         if not (data / "train.pt").is_file():

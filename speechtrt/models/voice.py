@@ -19,6 +19,15 @@ pool, the in-flight scheduler, the TTS service and the exporters run it unchange
   :func:`~speechtrt.models.tts.cached_decoder_layer`, shared with the seed model. :meth:`teacher_forced` is the
   full-sequence causal pass used for training; it also returns every cross-attention head's weights (guided
   attention) and equals a sequence of cached steps (tested).
+* **Aligned voices** (``aligned=True``): the encoder also predicts each phoneme's duration in decoder steps (two
+  convolutions and a projection to ``log(1 + d)``) and adds to its memory row the position encoding of the phoneme's
+  centre in time (the running sum of durations, less half of its own and half a step; the running sum is a product
+  with a triangular matrix, plain operations for every backend). A decoder step's own position encoding then matches
+  the phoneme it should speak, so the cross-attention finds its place by time instead of by the frames it has
+  produced; trained with true durations in place (:mod:`speechtrt.tts.align`) and an attention prior around each
+  phoneme's true centre. With ``feedback=False`` as well, the decoder never reads its own frames: free-running equals
+  teacher-forced, and errors cannot compound. The runtime interface is unchanged (the durations live inside
+  :meth:`encode`); decoding still ends on the stop token.
 * **Vocoder**: conv postnet (residual) on the ``[T · r, n_mels]`` frames → de-normalisation with the stored training
   statistics → Griffin-Lim in exportable operations (:mod:`speechtrt.models.vocoder`).
 """
@@ -55,6 +64,8 @@ class VoiceConfig:
     prenet_dropout: float = 0.5
     prenet_last_frame: bool = True  # the prenet reads the last mel frame of the previous step only
     feedback: bool = True  # False: the decoder does not read its previous frames (see the module docstring)
+    aligned: bool = False  # True: predicted durations place every phoneme in time (see the module docstring)
+    duration_layers: int = 2
     postnet_channels: int = 128
     postnet_layers: int = 5
     reduction: int = 4
@@ -150,6 +161,10 @@ class VoiceTTS(nn.Module):
             nn.TransformerEncoderLayer(E, c.num_heads, c.ffn_dim, c.dropout, batch_first=True, norm_first=True)
             for _ in range(c.encoder_layers))
         self.encoder_norm = nn.LayerNorm(E)
+        if c.aligned:
+            self.duration_convs = nn.ModuleList(_ConvBlock(E, 3, c.dropout) for _ in range(c.duration_layers))
+            self.duration_projection = nn.Linear(E, 1)
+            self.memory_time_scale = nn.Parameter(torch.ones(()))
 
         prenet_in = c.n_mels if c.prenet_last_frame else c.mel_dim
         self.prenet = nn.ModuleList([nn.Linear(prenet_in, c.prenet_dim), nn.Linear(c.prenet_dim, c.prenet_dim)])
@@ -176,6 +191,34 @@ class VoiceTTS(nn.Module):
 
     def encode(self, tokens: torch.Tensor, text_lengths: torch.Tensor) -> torch.Tensor:
         """tokens [B, S] int64, text_lengths [B] -> memory [B, S, E]. Rows past a text's length do not affect it."""
+        return self.encode_timed(tokens, text_lengths)[0]
+
+    def encode_timed(self, tokens: torch.Tensor, text_lengths: torch.Tensor, durations: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(memory [B, S, E], predicted log(1 + duration) [B, S] or None for an attention voice).
+
+        An aligned voice adds to every phoneme's memory row the position encoding of its centre in decoder steps,
+        from ``durations`` [B, S] (decoder steps per phoneme; training passes the true ones) or else its own
+        prediction."""
+        memory = self._encode_text(tokens, text_lengths)
+        if not self.config.aligned:
+            return memory, None
+        keep = (torch.arange(tokens.shape[1], device=tokens.device)[None, :] < text_lengths[:, None]).to(torch.float32)
+        x = memory
+        for block in self.duration_convs:
+            x = block(x, keep[:, :, None])
+        log_d = self.duration_projection(x)[..., 0] * keep  # [B, S]
+        if durations is None:
+            durations = torch.clamp(torch.exp(log_d) - 1.0, min=0.0)
+        durations = durations.to(torch.float32) * keep
+        s = tokens.shape[1]
+        upper = (torch.arange(s, device=tokens.device)[:, None] <= torch.arange(s, device=tokens.device)[None, :])
+        ends = torch.matmul(durations, upper.to(torch.float32))  # running sum as a product: plain ops for every backend
+        centres = ends - 0.5 * durations - 0.5  # decoder step t covers [t, t + 1): its centre t + 0.5 matches t
+        memory = memory + self.memory_time_scale * sinusoid(centres, self.config.hidden_dim) * keep[:, :, None]
+        return memory, log_d
+
+    def _encode_text(self, tokens: torch.Tensor, text_lengths: torch.Tensor) -> torch.Tensor:
         h = self.config.num_heads
         s = tokens.shape[1]
         valid = torch.arange(s, device=tokens.device)[None, :] < text_lengths[:, None]  # [B, S]
@@ -367,4 +410,15 @@ def regroup_voice(model: VoiceTTS, reduction: int) -> VoiceTTS:
     with torch.no_grad():
         new.mel_projection.weight.copy_(model.mel_projection.weight[old_rows])
         new.mel_projection.bias.copy_(model.mel_projection.bias[old_rows])
+    return new.train(model.training)
+
+
+def align_voice(model: VoiceTTS) -> VoiceTTS:
+    """The same voice made aligned (``aligned=True``): every weight kept, a fresh duration predictor, the phoneme
+    time encoding at scale 1. A warm start for training an aligned voice from an attention voice."""
+    if model.config.aligned:
+        return model
+    new = build_voice(replace(model.config, aligned=True))
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("duration_", "memory_time")) for k in missing), (missing, unexpected)
     return new.train(model.training)

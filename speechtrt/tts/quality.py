@@ -409,6 +409,11 @@ def run_quality(cfg: QualityConfig, log: Log = print, progress: Log | None = Non
                 transcripts["teacher_forced"] = lm or greedy
                 tf = {"what": "torch FP32, each step fed the true previous frame of the espeak-ng reference",
                       "asr": scores, "frames_median": float(np.median([len(f) for f in tf_frames]))}
+                if getattr(c, "feedback", True) is False:
+                    tf["what"] = ("torch FP32 decoded for the reference's number of steps: the voice does not read "
+                                  "its previous frames, so feeding it the true ones changes nothing (no exposure "
+                                  "bias); this row differs from free-running only in where decoding ends")
+                    tf["feedback"] = False
         else:
             why = "the model does not say how its frames are computed from audio (no reference_frames)"
             ceiling["espeak_vocoder"] = {"skipped": why}

@@ -122,7 +122,9 @@ def markdown(report: dict) -> str:
     out += ["## Teacher-forced vs free-running, and the ceilings", ""]
     rows = [["free-running (torch FP32)", *_asr_cells(report["free_running"]["asr"])]]
     tf = report.get("teacher_forced") or {}
-    rows.append(["teacher-forced (torch FP32)", *(_asr_cells(tf["asr"]) if "asr" in tf else
+    label = ("reference length (torch FP32; no feedback: teacher forcing does not apply)"
+             if tf.get("feedback") is False else "teacher-forced (torch FP32)")
+    rows.append([label, *(_asr_cells(tf["asr"]) if "asr" in tf else
                                                   [f"skipped: {tf.get('skipped', 'not run')}"] + ["–"] * 7)])
     for key, label in (("espeak_vocoder", "ceiling: espeak-ng → voice frames → vocoder"),
                        ("espeak_raw", "ceiling: espeak-ng audio itself")):

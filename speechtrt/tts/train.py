@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from speechtrt.errors import InputError
-from speechtrt.models.voice import VoiceConfig, VoiceTTS, build_voice, regroup_voice
+from speechtrt.models.voice import VoiceConfig, VoiceTTS, align_voice, build_voice, regroup_voice
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ class VoiceTrainConfig:
     reduction: int | None = None  # None: the checkpoint's (new models: 4); another value regroups a checkpoint
     prenet_dim: int = 128
     feedback: bool | None = None  # None: the checkpoint's (new models: True); False: decoder ignores its frames
+    durations_from: str | None = None  # an attention voice whose attention gives the durations of an aligned voice
+    duration_weight: float = 1.0
+    aligned_sigma: float = 1.0  # decoder steps: width of an aligned voice's attention prior around each phoneme
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting."""
@@ -98,6 +101,10 @@ class VoiceTrainConfig:
             bad("ss_start/ss_ramp/input_noise", (self.ss_start, self.ss_ramp, self.input_noise), "must be >= 0")
         if self.init_from and not Path(self.init_from).is_file():
             bad("init_from", self.init_from, "no such file")
+        if self.durations_from and self.durations_from != "espeak" and not Path(self.durations_from).is_file():
+            bad("durations_from", self.durations_from, "neither `espeak` nor a file")
+        if self.aligned_sigma <= 0 or self.duration_weight < 0:
+            bad("aligned_sigma/duration_weight", (self.aligned_sigma, self.duration_weight), "sigma > 0, weight >= 0")
 
 
 # ---------------------------------------------------------------- batches
@@ -110,6 +117,7 @@ class Batch:
     targets: torch.Tensor  # [B, T, r·n_mels] normalised log-mel, silence-padded
     groups: torch.Tensor  # [B] decoder frames per utterance
     texts: list[str]
+    durations: torch.Tensor | None = None  # [B, S] decoder steps per phoneme (an aligned voice's targets)
 
     @property
     def inputs(self) -> torch.Tensor:
@@ -130,8 +138,13 @@ def make_batch(items: list[dict], mean: torch.Tensor, std: torch.Tensor, reducti
     for i, x in enumerate(items):
         tokens[i, : x["tokens"].shape[0]] = x["tokens"].long()
     lengths = torch.tensor([int(x["tokens"].shape[0]) for x in items])
+    durations = None
+    if all("durations" in x for x in items):
+        durations = torch.zeros(len(items), s)
+        for i, x in enumerate(items):
+            durations[i, : x["durations"].shape[0]] = x["durations"].float()
     return Batch(tokens, lengths, targets.reshape(len(items), t, reduction * n_mels), groups,
-                 [x["text"] for x in items])
+                 [x["text"] for x in items], durations)
 
 
 def length_batches(lengths: list[int], batch_frames: int, rng: random.Random) -> list[list[int]]:
@@ -167,8 +180,32 @@ def guided_attention_loss(weights: torch.Tensor, text_lengths: torch.Tensor, gro
     return (per / groups[None, :, None].float()).mean()
 
 
+def aligned_attention_loss(weights: torch.Tensor, durations: torch.Tensor, text_lengths: torch.Tensor,
+                           groups: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Mean attention mass away from the phonemes a step speaks. weights [L, B, H, T, S]; durations [B, S] decoder
+    steps per phoneme; the prior of step t is a Gaussian (``sigma`` steps) around each phoneme's centre."""
+    _, _, _, t, s = weights.shape
+    centres = durations.cumsum(-1) - 0.5 * durations  # [B, S]
+    steps = torch.arange(t)[None, :, None] + 0.5  # [1, T, 1]
+    penalty = 1.0 - torch.exp(-((steps - centres[:, None, :]) ** 2) / (2 * sigma * sigma))
+    valid = (torch.arange(t)[None, :, None] < groups[:, None, None]) & (torch.arange(s)[None, None, :]
+                                                                         < text_lengths[:, None, None])
+    per = (weights * (penalty * valid)[None, :, None]).sum(dim=(-1, -2))  # [L, B, H]
+    return (per / groups[None, :, None].float()).mean()
+
+
+def aligned_memory(model: VoiceTTS, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(memory with the true durations in place, predicted log durations) of an aligned voice; (None, None) else."""
+    if not model.config.aligned:
+        return None, None
+    if batch.durations is None:
+        raise InputError("an aligned voice trains on durations: pass --durations-from (an attention voice)")
+    return model.encode_timed(batch.tokens, batch.text_lengths, batch.durations)
+
+
 def losses(model: VoiceTTS, batch: Batch, inputs: torch.Tensor, cfg: VoiceTrainConfig) -> dict[str, torch.Tensor]:
-    frames, stop_logits, weights = model.teacher_forced(batch.tokens, batch.text_lengths, inputs)
+    memory, log_d = aligned_memory(model, batch)
+    frames, stop_logits, weights = model.teacher_forced(batch.tokens, batch.text_lengths, inputs, memory=memory)
     b, t, _ = frames.shape
     r = model.config.reduction
     valid = (torch.arange(t)[None, :] < batch.groups[:, None]).float()  # [B, T]
@@ -180,9 +217,16 @@ def losses(model: VoiceTTS, batch: Batch, inputs: torch.Tensor, cfg: VoiceTrainC
     stop_target = (torch.arange(t)[None, :] == (batch.groups[:, None] - 1)).float()
     stop = (F.binary_cross_entropy_with_logits(stop_logits, stop_target, reduction="none",
                                                pos_weight=torch.tensor(cfg.stop_pos_weight)) * valid).sum() / valid.sum()
-    guided = guided_attention_loss(weights, batch.text_lengths, batch.groups, cfg.guided_sigma)
-    total = l1 + post_l1 + stop + cfg.guided_weight * guided
-    return {"loss": total, "l1": l1, "post_l1": post_l1, "stop": stop, "guided": guided, "frames": frames}
+    if log_d is None:
+        guided = guided_attention_loss(weights, batch.text_lengths, batch.groups, cfg.guided_sigma)
+        duration = torch.zeros(())
+    else:
+        guided = aligned_attention_loss(weights, batch.durations, batch.text_lengths, batch.groups, cfg.aligned_sigma)
+        keep = (torch.arange(log_d.shape[1])[None, :] < batch.text_lengths[:, None]).float()
+        duration = (((log_d - torch.log1p(batch.durations)) ** 2) * keep).sum() / keep.sum()
+    total = l1 + post_l1 + stop + cfg.guided_weight * guided + cfg.duration_weight * duration
+    return {"loss": total, "l1": l1, "post_l1": post_l1, "stop": stop, "guided": guided, "duration": duration,
+            "frames": frames}
 
 
 def sampled_inputs(model: VoiceTTS, batch: Batch, rate: float, passes: int, noise: float,
@@ -196,7 +240,8 @@ def sampled_inputs(model: VoiceTTS, batch: Batch, rate: float, passes: int, nois
         return truth
     inputs = truth
     with torch.no_grad():
-        memory = model.encode(batch.tokens, batch.text_lengths)
+        memory = aligned_memory(model, batch)[0] if model.config.aligned else model.encode(batch.tokens,
+                                                                                             batch.text_lengths)
         for _ in range(passes - 1):
             pred, _, _ = model.teacher_forced(batch.tokens, batch.text_lengths, inputs, memory=memory)
             own = F.pad(pred[:, :-1], (0, 0, 1, 0))
@@ -227,7 +272,9 @@ def evaluate_dev(model: VoiceTTS, items: list[dict], stats: dict, judge, batch: 
             bt = make_batch(sel, stats["mean"], stats["std"], c.reduction, silence)
             cap = min(c.max_frames, int(2.5 * int(bt.text_lengths.max())) + 10)
             frames, steps = model.generate(bt.tokens, bt.text_lengths, max_steps=cap)
-            tf_frames, _, _ = model.teacher_forced(bt.tokens, bt.text_lengths, bt.inputs)
+            # an aligned voice is teacher-forced with its true durations where known (else its own prediction)
+            tf_memory = aligned_memory(model, bt)[0] if bt.durations is not None else None
+            tf_frames, _, _ = model.teacher_forced(bt.tokens, bt.text_lengths, bt.inputs, memory=tf_memory)
             for i in range(len(sel)):
                 n, g = int(steps[i]), int(bt.groups[i])
                 stopped.append(n < cap)
@@ -279,10 +326,13 @@ def load_initial(cfg: VoiceTrainConfig, stats: dict) -> tuple[VoiceTTS, dict | N
             state = model.state_dict()
             model = VoiceTTS(replace(model.config, feedback=cfg.feedback))
             model.load_state_dict(state)
+        if cfg.durations_from and not model.config.aligned:
+            model, opt_state = align_voice(model.float()), None
         if cfg.reduction is not None and cfg.reduction != model.config.reduction:
             model, opt_state = regroup_voice(model.float(), cfg.reduction), None
         return model.float().train(), opt_state, meta
-    config = VoiceConfig(reduction=cfg.reduction or VoiceConfig.reduction, prenet_dim=cfg.prenet_dim)
+    config = VoiceConfig(reduction=cfg.reduction or VoiceConfig.reduction, prenet_dim=cfg.prenet_dim,
+                         aligned=cfg.durations_from is not None)
     if cfg.feedback is not None:
         config = replace(config, feedback=cfg.feedback)
     model = build_voice(config, seed=cfg.seed)
@@ -290,6 +340,11 @@ def load_initial(cfg: VoiceTrainConfig, stats: dict) -> tuple[VoiceTTS, dict | N
         model.mel_mean.copy_(stats["mean"])
         model.mel_std.copy_(stats["std"])
     return model.train(), None, {}
+
+
+def _reduction_of(checkpoint: str) -> int:
+    blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return int(blob["config"].get("reduction", VoiceConfig.reduction))
 
 
 def learning_rate(cfg: VoiceTrainConfig, step: int, fraction: float) -> float:
@@ -307,7 +362,7 @@ def ss_rate_at(cfg: VoiceTrainConfig, minutes: float) -> float:
 
 
 CSV_FIELDS = ("train_minutes", "eval_minutes", "wall_minutes", "prior_train_minutes", "step", "epoch", "lr", "ss_rate", "loss", "l1",
-              "post_l1", "stop", "guided", "tf_l1", "free_greedy_cer", "free_greedy_wer", "tf_greedy_cer",
+              "post_l1", "stop", "guided", "duration", "tf_l1", "free_greedy_cer", "free_greedy_wer", "tf_greedy_cer",
               "tf_greedy_wer", "stopped", "length_ratio_median", "length_within_10pct", "best", "eval_seconds")
 
 
@@ -331,6 +386,17 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
     train, dev, stats, data_meta = load_voice_data(cfg.data)
     model, opt_state, prior = load_initial(cfg, stats)
     c = model.config
+    if c.aligned:
+        from speechtrt.tts.align import durations_for
+
+        if not cfg.durations_from:
+            raise InputError("the voice is aligned (it predicts durations): pass --durations-from, the attention "
+                             "voice whose attention gives its training durations")
+        if cfg.durations_from != "espeak" and c.reduction != _reduction_of(cfg.durations_from):
+            raise InputError(f"--durations-from {cfg.durations_from} counts durations in steps of "
+                             f"{_reduction_of(cfg.durations_from)} frames; the voice steps {c.reduction}")
+        durations_for(cfg.data, cfg.durations_from, {"train": train, "dev": dev}, c.reduction, log=log)
+        train = [x for x in train if "durations" in x]
     if cfg.init_from and c.prenet_dim != cfg.prenet_dim:
         log(f"note: --init-from sets the architecture (prenet {c.prenet_dim}); "
             "--prenet-dim is ignored")
@@ -425,7 +491,7 @@ def train_voice(cfg: VoiceTrainConfig, log=print, progress=None) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             opt.step()
             step += 1
-            for k in ("loss", "l1", "post_l1", "stop", "guided"):
+            for k in ("loss", "l1", "post_l1", "stop", "guided", "duration"):
                 recent.setdefault(k, []).append(parts[k].item())
             train_s += time.process_time() - t0
             if step % cfg.log_every == 0:

@@ -309,3 +309,83 @@ def test_regrouping_a_voice_keeps_every_weight_and_tiles_the_frame_projection(ti
     frames, steps = new.generate(torch.tensor([[5, 6, 7, 8]]), torch.tensor([4]), max_steps=3)
     assert frames.shape == (1, int(steps[0]), new.config.mel_dim)
     assert regroup_voice(tiny, r_old) is tiny
+
+
+# ---------------------------------------------------------------- the aligned voice
+
+ALIGNED = VoiceConfig(**{**TINY.__dict__, "aligned": True, "feedback": False})
+
+
+@pytest.fixture(scope="module")
+def aligned():
+    return build_voice(ALIGNED, seed=4)
+
+
+def test_aligned_voice_steps_equal_its_full_pass_and_padding_changes_nothing(aligned):
+    """The predicted durations live inside the encoder: the cached step still equals the causal pass, a padded
+    batch row equals its text alone, and without feedback the frames do not depend on the decoder's inputs."""
+    gen = torch.Generator().manual_seed(9)
+    tokens = torch.randint(4, ALIGNED.vocab_size, (3, 14), generator=gen)
+    lengths = torch.tensor([14, 9, 3])
+    inputs = torch.randn(3, 10, ALIGNED.mel_dim, generator=gen)
+    with torch.no_grad():
+        full, stop_logits, _ = aligned.teacher_forced(tokens, lengths, inputs)
+        cached, stop = _cached_rollout(aligned, tokens, lengths, inputs)
+        other, _, _ = aligned.teacher_forced(tokens, lengths, torch.randn(3, 10, ALIGNED.mel_dim, generator=gen))
+        memory = aligned.encode(tokens, lengths)
+        for b, n in enumerate(lengths.tolist()):
+            alone = aligned.encode(tokens[b:b + 1, :n], lengths[b:b + 1])
+            assert rel(alone[0], memory[b, :n]) < 1e-5
+    assert rel(cached, full) < 1e-5 and torch.allclose(stop, torch.sigmoid(stop_logits), atol=1e-6)
+    assert torch.equal(full, other)
+
+
+def test_aligned_voice_places_each_phoneme_at_the_centre_of_its_duration(aligned):
+    """Given durations, memory row i carries the position encoding of its centre (in decoder steps, shifted so that
+    step t matches a phoneme centred at t + 0.5); without them the voice uses its own prediction."""
+    from speechtrt.models.voice import sinusoid
+
+    tokens, lengths = torch.tensor([[5, 9, 12, 7]]), torch.tensor([4])
+    durations = torch.tensor([[2.0, 0.0, 3.0, 1.0]])
+    with torch.no_grad():
+        text = aligned._encode_text(tokens, lengths)
+        placed, log_d = aligned.encode_timed(tokens, lengths, durations)
+        predicted, _ = aligned.encode_timed(tokens, lengths)
+        again, _ = aligned.encode_timed(tokens, lengths, torch.clamp(torch.exp(log_d) - 1, min=0))
+    centres = torch.tensor([0.5, 1.5, 3.0, 5.0])  # ends 2, 2, 5, 6 less half a duration and half a step
+    assert rel(placed - text, aligned.memory_time_scale.detach() * sinusoid(centres, ALIGNED.hidden_dim)[None]) < 1e-5
+    assert log_d.shape == (1, 4) and torch.equal(predicted, again)
+
+
+def test_aligning_a_voice_keeps_every_weight_and_adds_a_duration_predictor(tiny):
+    from speechtrt.models.voice import align_voice
+
+    new = align_voice(tiny)
+    assert new.config.aligned and not tiny.config.aligned
+    new_state = new.state_dict()
+    for name, value in tiny.state_dict().items():
+        assert torch.equal(new_state[name], value), name
+    added = sorted(set(new_state) - set(tiny.state_dict()))
+    assert added and all(k.startswith(("duration_", "memory_time")) for k in added)
+    assert align_voice(new) is new
+
+
+@pytest.mark.slow
+def test_aligned_encoder_exports_and_matches_onnx_runtime(tmp_path, aligned):
+    """The duration predictor and the running sum of durations (a product with a triangular matrix) export with
+    dynamic batch and text; ONNX Runtime matches PyTorch on a padded batch."""
+    from speechtrt.pipeline import export_component
+
+    result = export_component(component("tts_encoder", aligned.config), aligned, tmp_path)
+    assert result.parity is not None and result.parity.ok, result.parity.worst
+    import onnxruntime as ort
+
+    from speechtrt.export.components import _TTSEncoder
+
+    sess = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
+    tokens, lengths = torch.randint(4, ALIGNED.vocab_size, (3, 17)), torch.tensor([17, 6, 2])
+    with torch.no_grad():
+        ref = _TTSEncoder(aligned)(tokens, lengths)
+    got = sess.run(None, {"tokens": tokens.numpy(), "text_lengths": lengths.numpy()})
+    for r, g in zip(ref, got):
+        assert rel(torch.from_numpy(g), r) < 1e-5

@@ -12,8 +12,8 @@ from speechtrt.errors import InputError
 from speechtrt.models.checkpoints import load_checkpoint
 from speechtrt.models.vocoder import MelConfig
 from speechtrt.models.voice import VoiceConfig, VoiceTTS, build_voice
-from speechtrt.tts.train import (VoiceTrainConfig, guided_attention_loss, length_batches, losses, make_batch,
-                                 sampled_inputs, ss_rate_at)
+from speechtrt.tts.train import (VoiceTrainConfig, aligned_attention_loss, guided_attention_loss, length_batches,
+                                 losses, make_batch, sampled_inputs, ss_rate_at)
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 TINY = VoiceConfig(hidden_dim=32, num_heads=2, num_layers=2, encoder_layers=1, encoder_convs=1, ffn_dim=64,
@@ -81,9 +81,34 @@ def test_sampling_schedule():
     assert [ss_rate_at(cfg, m) for m in (0, 9.9, 10, 20, 30, 90)] == [0, 0, 0, pytest.approx(0.3), 0.6, 0.6]
 
 
+def test_aligned_attention_loss_prefers_the_phoneme_each_step_speaks():
+    """Durations 1, 3, 2 steps: steps 0 | 1 2 3 | 4 5. Attention on the phoneme being spoken costs little; one
+    phoneme late costs much more. An aligned voice's losses include the duration loss, which reaches the
+    predictor."""
+    durations, lengths, groups = torch.tensor([[1.0, 3.0, 2.0]]), torch.tensor([3]), torch.tensor([6])
+    right, late = torch.zeros(1, 1, 1, 6, 3), torch.zeros(1, 1, 1, 6, 3)
+    for t, i in enumerate([0, 1, 1, 1, 2, 2]):
+        right[..., t, i] = 1
+        late[..., t, max(0, i - 1)] = 1
+    assert aligned_attention_loss(right, durations, lengths, groups, 1.0) < 0.25 < aligned_attention_loss(
+        late, durations, lengths, groups, 1.0)
+    model = build_voice(VoiceConfig(**{**TINY.__dict__, "aligned": True, "feedback": False}), seed=0).train()
+    items = _items([9, 4])
+    for x in items:
+        x["durations"] = torch.full((x["tokens"].shape[0],), 0.5).half()
+    mean, std = torch.full((80,), -3.0), torch.full((80,), 2.0)
+    batch = make_batch(items, mean, std, TINY.reduction, ((math.log(1e-5) - mean) / std)[None, None])
+    assert batch.durations.shape == batch.tokens.shape and float(batch.durations[1, 3]) == 0.5
+    parts = losses(model, batch, batch.inputs, VoiceTrainConfig())
+    assert parts["duration"] > 0 and torch.isfinite(parts["loss"])
+    parts["loss"].backward()
+    assert model.duration_projection.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("change, message", [
     ({"minutes": 0}, "--minutes"), ({"reduction": 9}, "--reduction"), ({"ss_rate": 1.5}, "--ss-rate"),
     ({"ss_passes": 0}, "--ss-passes"), ({"init_from": "/no/such.pt"}, "--init-from"),
+    ({"durations_from": "/no/such.pt"}, "--durations-from"), ({"aligned_sigma": 0}, "--aligned-sigma"),
 ])
 def test_bad_settings_are_named(change, message):
     with pytest.raises(InputError, match=message):
@@ -128,3 +153,25 @@ def test_train_command_trains_evaluates_and_resumes(tmp_path, monkeypatch):
                                       "--init-from", str(out.with_suffix(".last.pt"))])
     assert result.exit_code == 0, result.output
     assert load_checkpoint(regrouped)[0].config.reduction == 2 * r  # a warm start at another reduction factor
+    aligned = tmp_path / "voice4.pt"
+    result = CliRunner().invoke(app, [*args[:4], "--out", str(aligned), "--minutes", "0.03", "--eval-every", "1",
+                                      "--monitor", "2", "--batch-frames", "600", "--no-feedback", "--durations-from",
+                                      str(out), "--init-from", str(out)])
+    assert result.exit_code == 0, result.output
+    cached = [p for p in data.glob("durations-*.pt") if "espeak" not in p.name]
+    assert len(cached) == 1 and "durations cached" in result.output
+    table = torch.load(cached[0], weights_only=True)
+    train_items = torch.load(data / "train.pt", weights_only=False)
+    for item, d in zip(train_items, table["train"]):  # every utterance's steps, spread over its phonemes
+        assert d.shape == item["tokens"].shape
+        assert float(d.float().sum()) == pytest.approx(math.ceil(item["mel"].shape[0] / r), rel=1e-2)
+    voice4 = load_checkpoint(aligned)[0]
+    assert voice4.config.aligned and not voice4.config.feedback
+    timed = tmp_path / "voice5.pt"  # espeak-ng's own timing, resuming the aligned voice
+    result = CliRunner().invoke(app, [*args[:4], "--out", str(timed), "--minutes", "0.03", "--eval-every", "1",
+                                      "--monitor", "2", "--batch-frames", "600", "--durations-from", "espeak",
+                                      "--init-from", str(aligned.with_suffix(".last.pt"))])
+    assert result.exit_code == 0, result.output
+    espeak_table = torch.load(data / f"durations-espeak2-r{r}.pt", weights_only=True)
+    assert [d is not None for d in espeak_table["train"]] == [True] * 6
+    assert load_checkpoint(timed)[0].config.aligned
