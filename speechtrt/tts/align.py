@@ -1,12 +1,17 @@
-"""Phoneme durations read off a trained attention voice: the training targets of an aligned voice.
+"""Phoneme durations, the training targets of an aligned voice (:class:`~speechtrt.models.voice.VoiceTTS`,
+``aligned=True``), from one of two sources:
 
-A voice trained with guided attention (:class:`~speechtrt.models.voice.VoiceTTS`, ``aligned=False``) attends, when fed
-the true previous frames, near-diagonally from each decoder step to the phonemes it is speaking. The attention mass a
-phoneme receives over all steps of an utterance, averaged over every layer and head, is its duration in decoder steps:
-fractional, summing to the utterance's step count. An aligned voice learns to predict these durations and is trained
-with them in place, so its decoder no longer has to find its place in the text on its own.
+* **espeak-ng's own timing** (``--durations-from espeak``): for data espeak-ng spoke, libespeak-ng reports every
+  phoneme's start (its phoneme events) while synthesizing the same text with the same settings; the phonemes are
+  lined up with the voice's tokens (:func:`espeak_durations`). Exact.
+* **an attention voice's attention** (``--durations-from <checkpoint>``): a voice trained with guided attention
+  attends, when fed the true previous frames, near-diagonally from each decoder step to the phonemes it is speaking;
+  the attention mass a phoneme receives over all steps, averaged over every layer and head, is its duration in
+  decoder steps (fractional, summing to the utterance's step count). For data espeak-ng did not speak; on espeak-ng
+  data its phoneme centres sat 2.5 steps from the exact ones on average, and exact durations train faster.
 
-Durations are cached beside the prepared data, keyed by the aligning checkpoint's bytes (``durations-<sha12>.pt``).
+Durations are cached beside the prepared data (``durations-espeak<version>-r<reduction>.pt``, or
+``durations-<sha12 of the checkpoint>.pt``).
 """
 
 from __future__ import annotations

@@ -15,6 +15,12 @@ drifts. Two levers act on the inputs the decoder sees in training:
   ``ss_start`` minutes (the alignment forms on true inputs), then rises linearly to ``ss_rate`` over ``ss_ramp``.
 * Gaussian noise of standard deviation ``input_noise`` on the true inputs.
 
+**Aligned voices** remove its cause instead (``durations_from``; :mod:`speechtrt.tts.align`): the voice predicts
+phoneme durations and is trained with the true ones in place (``espeak``: espeak-ng's own timing; or a path: an
+attention voice's attention), its cross-attention prior is a Gaussian of ``aligned_sigma`` steps around each
+phoneme's true centre instead of the diagonal, and the duration loss is the squared error of ``log(1 + d)``. With
+``feedback=False`` the decoder never reads its frames, so there is nothing to sample and nothing to drift.
+
 **Monitoring and selection.** Every ``eval_every`` minutes of training the model decodes the first ``monitor``
 development sentences free-running with the cached step to its stop token (the runtime's path), the audio goes
 through Griffin-Lim (the FFT twin of the exported one) and asr-medium (greedy), and the same for teacher-forced
@@ -199,7 +205,8 @@ def aligned_memory(model: VoiceTTS, batch: Batch) -> tuple[torch.Tensor | None, 
     if not model.config.aligned:
         return None, None
     if batch.durations is None:
-        raise InputError("an aligned voice trains on durations: pass --durations-from (an attention voice)")
+        raise InputError("an aligned voice trains on durations: pass --durations-from (`espeak`, or an attention "
+                         "voice)")
     return model.encode_timed(batch.tokens, batch.text_lengths, batch.durations)
 
 

@@ -208,8 +208,6 @@ def test_decoder_step_exports_through_the_seed_component_and_matches_onnx_runtim
 
 @pytest.mark.slow
 def test_encoder_exports_with_dynamic_batch_and_text(tmp_path, tiny):
-    import onnxruntime as ort
-
     from speechtrt.export.components import _TTSEncoder
 
     batch, text = torch.export.Dim("batch", min=1, max=16), torch.export.Dim("text", min=2, max=TINY.max_text_len)
@@ -219,10 +217,18 @@ def test_encoder_exports_with_dynamic_batch_and_text(tmp_path, tiny):
                       output_names=["memory", "cross_k", "cross_v"],
                       dynamic_shapes={"tokens": {0: batch, 1: text}, "text_lengths": {0: batch}},
                       opset_version=18).save(str(path))
+    _assert_ort_encoder_matches(path, tiny, torch.randint(4, TINY.vocab_size, (3, 21)), torch.tensor([21, 13, 2]))
+
+
+def _assert_ort_encoder_matches(path, model, tokens, lengths):
+    """ONNX Runtime on the encoder graph at ``path`` equals the model's encoder (memory, cross K/V) to 1e-5."""
+    import onnxruntime as ort
+
+    from speechtrt.export.components import _TTSEncoder
+
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    tokens, lengths = torch.randint(4, TINY.vocab_size, (3, 21)), torch.tensor([21, 13, 2])
     with torch.no_grad():
-        ref = _TTSEncoder(tiny)(tokens, lengths)
+        ref = _TTSEncoder(model)(tokens, lengths)
     got = sess.run(None, {"tokens": tokens.numpy(), "text_lengths": lengths.numpy()})
     for r, g in zip(ref, got):
         assert rel(torch.from_numpy(g), r) < 1e-5
@@ -378,14 +384,5 @@ def test_aligned_encoder_exports_and_matches_onnx_runtime(tmp_path, aligned):
 
     result = export_component(component("tts_encoder", aligned.config), aligned, tmp_path)
     assert result.parity is not None and result.parity.ok, result.parity.worst
-    import onnxruntime as ort
-
-    from speechtrt.export.components import _TTSEncoder
-
-    sess = ort.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
-    tokens, lengths = torch.randint(4, ALIGNED.vocab_size, (3, 17)), torch.tensor([17, 6, 2])
-    with torch.no_grad():
-        ref = _TTSEncoder(aligned)(tokens, lengths)
-    got = sess.run(None, {"tokens": tokens.numpy(), "text_lengths": lengths.numpy()})
-    for r, g in zip(ref, got):
-        assert rel(torch.from_numpy(g), r) < 1e-5
+    _assert_ort_encoder_matches(result.onnx_path, aligned, torch.randint(4, ALIGNED.vocab_size, (3, 17)),
+                                torch.tensor([17, 6, 2]))
