@@ -117,6 +117,8 @@ def register(app: typer.Typer) -> None:
                                                      "attention voice's checkpoint (read off its cross-attention); "
                                                      "cached beside the data. An attention voice given as "
                                                      "--init-from is made aligned. Pair with --no-feedback."),
+        dropout: Optional[float] = typer.Option(None, help="Dropout of the encoder, decoder and conv layers "
+                                                "(default: the checkpoint's; new models: 0.1); the prenet's stays."),
         aligned_sigma: float = typer.Option(1.0, help="Aligned voice: width in decoder steps of the attention "
                                             "prior around each phoneme."),
         ss_rate: float = typer.Option(0.5, help="Scheduled sampling: final share of decoder inputs taken from the "
@@ -147,7 +149,7 @@ def register(app: typer.Typer) -> None:
             warmup_steps=warmup_steps, reduction=reduction, prenet_dim=prenet_dim, feedback=feedback, ss_rate=ss_rate,
             ss_passes=ss_passes, ss_start=ss_start, ss_ramp=ss_ramp, input_noise=input_noise,
             guided_weight=guided_weight, eval_every=eval_every, monitor=monitor,
-            durations_from=durations_from, aligned_sigma=aligned_sigma,
+            durations_from=durations_from, aligned_sigma=aligned_sigma, dropout=dropout,
         )
         cfg.check()
         if not (data / "train.pt").is_file():

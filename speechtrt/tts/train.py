@@ -81,6 +81,7 @@ class VoiceTrainConfig:
     durations_from: str | None = None  # an attention voice whose attention gives the durations of an aligned voice
     duration_weight: float = 1.0
     aligned_sigma: float = 1.0  # decoder steps: width of an aligned voice's attention prior around each phoneme
+    dropout: float | None = None  # None: the checkpoint's (new models: 0.1); encoder, decoder and convs (not the prenet)
 
     def check(self) -> None:
         """Raise InputError naming the first bad setting."""
@@ -109,6 +110,8 @@ class VoiceTrainConfig:
             bad("init_from", self.init_from, "no such file")
         if self.durations_from and self.durations_from != "espeak" and not Path(self.durations_from).is_file():
             bad("durations_from", self.durations_from, "neither `espeak` nor a file")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            bad("dropout", self.dropout, "a dropout probability in [0, 1)")
         if self.aligned_sigma <= 0 or self.duration_weight < 0:
             bad("aligned_sigma/duration_weight", (self.aligned_sigma, self.duration_weight), "sigma > 0, weight >= 0")
 
@@ -329,9 +332,11 @@ def load_initial(cfg: VoiceTrainConfig, stats: dict) -> tuple[VoiceTTS, dict | N
             if not isinstance(model, VoiceTTS):
                 raise InputError(f"--init-from {cfg.init_from} holds a {type(model).__name__}, not a voice")
             opt_state = None
-        if cfg.feedback is not None and cfg.feedback != model.config.feedback:
+        changes = {k: v for k, v in (("feedback", cfg.feedback), ("dropout", cfg.dropout))
+                   if v is not None and v != getattr(model.config, k)}
+        if changes:  # neither setting owns a weight: the same state in a model built with the new ones
             state = model.state_dict()
-            model = VoiceTTS(replace(model.config, feedback=cfg.feedback))
+            model = VoiceTTS(replace(model.config, **changes))
             model.load_state_dict(state)
         if cfg.durations_from and not model.config.aligned:
             model, opt_state = align_voice(model.float()), None
@@ -342,6 +347,8 @@ def load_initial(cfg: VoiceTrainConfig, stats: dict) -> tuple[VoiceTTS, dict | N
                          aligned=cfg.durations_from is not None)
     if cfg.feedback is not None:
         config = replace(config, feedback=cfg.feedback)
+    if cfg.dropout is not None:
+        config = replace(config, dropout=cfg.dropout)
     model = build_voice(config, seed=cfg.seed)
     with torch.no_grad():
         model.mel_mean.copy_(stats["mean"])

@@ -109,6 +109,7 @@ def test_aligned_attention_loss_prefers_the_phoneme_each_step_speaks():
     ({"minutes": 0}, "--minutes"), ({"reduction": 9}, "--reduction"), ({"ss_rate": 1.5}, "--ss-rate"),
     ({"ss_passes": 0}, "--ss-passes"), ({"init_from": "/no/such.pt"}, "--init-from"),
     ({"durations_from": "/no/such.pt"}, "--durations-from"), ({"aligned_sigma": 0}, "--aligned-sigma"),
+    ({"dropout": 1.0}, "--dropout"),
 ])
 def test_bad_settings_are_named(change, message):
     with pytest.raises(InputError, match=message):
@@ -170,8 +171,9 @@ def test_train_command_trains_evaluates_and_resumes(tmp_path, monkeypatch):
     timed = tmp_path / "voice5.pt"  # espeak-ng's own timing, resuming the aligned voice
     result = CliRunner().invoke(app, [*args[:4], "--out", str(timed), "--minutes", "0.03", "--eval-every", "1",
                                       "--monitor", "2", "--batch-frames", "600", "--durations-from", "espeak",
-                                      "--init-from", str(aligned.with_suffix(".last.pt"))])
+                                      "--dropout", "0", "--init-from", str(aligned.with_suffix(".last.pt"))])
     assert result.exit_code == 0, result.output
     espeak_table = torch.load(data / f"durations-espeak2-r{r}.pt", weights_only=True)
     assert [d is not None for d in espeak_table["train"]] == [True] * 6
-    assert load_checkpoint(timed)[0].config.aligned
+    voice5 = load_checkpoint(timed)[0]
+    assert voice5.config.aligned and voice5.config.dropout == 0.0 and voice4.config.dropout == TINY.dropout
