@@ -122,7 +122,7 @@ def ensure_graph(component: str | Component, precision: str, form: str, artifact
             f"makes {stale[1]})")
     ort_int8 = precision == "int8" and form == "ort"
     feeds = calibration
-    if feeds is None and not (ort_int8 and _ort_int8_dynamic(comp)):
+    if feeds is None and (not ort_int8 or _ort_int8_static(comp)):
         feeds = _calibration_feeds(comp, artifacts, Path(calib_dir), log)
     log(f"making the {precision} graph of {comp.name} ({'ONNX Runtime' if form == 'ort' else 'TensorRT'} form)")
     if ort_int8:
@@ -188,10 +188,11 @@ def _check_recorded_parity(graph: Path) -> None:
                           "delete the folder's graphs of this model to export again")
 
 
-def _ort_int8_dynamic(comp: Component) -> bool:
+def _ort_int8_static(comp: Component) -> bool:
+    """Whether ONNX Runtime INT8 of ``comp`` reads calibration feeds (the static mode; dynamic and none do not)."""
     from speechtrt.quantize.ort_int8 import default_mode
 
-    return default_mode(comp) == "dynamic"
+    return default_mode(comp) == "static"
 
 
 def _ensure_plan(comp: Component, precision: str, artifacts: Artifacts, gpu: str | None, shapes: tuple,

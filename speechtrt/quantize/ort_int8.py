@@ -23,8 +23,9 @@ quantizer writes:
   at full range vs 23.8 % with reduced range (FP32 24.2 %), and 1.4–1.6× the RTFx of FP32 instead of 1.0×. The
   LSTMs' dynamic weights are left at full range (reducing them measured no better: 23.9 %).
 
-* ``none``: the FP32 graph unchanged, for a component with no learned weights to shrink — the Griffin-Lim vocoder
-  (fixed STFT/iSTFT bases). Dynamically quantized, its matrix products ran 2.0× slower than FP32 on an AVX2-only
+* ``none``: the FP32 graph unchanged, for a component whose ``int8_keeps_fp32`` says why (the TTS encoder: it runs
+  once per sentence and sets every phoneme's timing, which INT8 weights moved) and for one with no learned weights
+  to shrink — the Griffin-Lim vocoder (fixed STFT/iSTFT bases). Dynamically quantized, its matrix products ran 2.0× slower than FP32 on an AVX2-only
   AMD EPYC (200 frames, one thread: 4.41 s vs 2.20 s) and only added error, so "INT8" leaves it at FP32 and the
   sidecar says so.
 
@@ -49,18 +50,22 @@ from speechtrt.export.onnx import load_sidecar
 from speechtrt.files import check_writable, sha256_file
 
 MODES = ("dynamic", "static", "none")
-RECIPE_VERSION = 2
-"""Version of what :func:`make_ort_int8` writes (2: dynamic weight scales per output channel); a graph on disk made
+RECIPE_VERSION = 3
+"""Version of what :func:`make_ort_int8` writes (2: dynamic weight scales per output channel; 3: the TTS encoder
+kept FP32); a graph on disk made
 by an older version is made again on next use (:func:`speechtrt.pipeline.ensure_graph`)."""
+
+GRIFFIN_LIM_KEPT = "fixed bases, not quantized (INT8 measured slower, no gain)"
 
 STATIC_INT8_OPS = ["Conv", "MatMul", "Gemm", "Relu", "Mul"]
 """Operator types the static mode quantizes with calibrated ranges (LSTMs are quantized dynamically)."""
 
 
 def default_mode(comp: Component) -> str:
-    """``static`` for the ASR models (convolution front end), ``dynamic`` for the transformer TTS graphs, ``none``
-    for the Griffin-Lim vocoder (a component whose audio is compared spectrally: fixed bases, nothing to learn)."""
-    if comp.spectral_outputs:
+    """``static`` for the ASR models (convolution front end), ``dynamic`` for the transformer TTS decoder step,
+    ``none`` for a component that says INT8 keeps it FP32 (the TTS encoder) and for the Griffin-Lim vocoder (a
+    component whose audio is compared spectrally: fixed bases, nothing to learn)."""
+    if comp.spectral_outputs or comp.int8_keeps_fp32:
         return "none"
     return "dynamic" if comp.name.startswith("tts_") else "static"
 
@@ -157,7 +162,7 @@ def make_ort_int8(comp: Component, onnx_dir: str | Path, feeds: list[dict[str, n
                "quantization": {"tool": f"onnxruntime.quantization ({onnxruntime.__version__})", "mode": mode,
                                 "target": "ONNX Runtime int8 kernels",
                                 "static_ops": STATIC_INT8_OPS if mode == "static" else None,
-                                "weights": ("fp32: fixed bases, not quantized (INT8 measured slower, no gain)"
+                                "weights": ("fp32: " + (comp.int8_keeps_fp32 or GRIFFIN_LIM_KEPT)
                                             if mode == "none" else
                                             "int8 per output channel, 7-bit range (reduce_range: no 16-bit "
                                             "saturation without VNNI)"

@@ -55,7 +55,8 @@ class TorchRunner:
     """A component's reference module on ``device`` in ``precision``, eager.
 
     fp32 | fp16 | bf16: the module's weights in that dtype (a copy; the caller's model is never cast in place).
-    int8: dynamic quantization of the ``Linear`` and ``LSTM`` weights (``torch.ao``, CPU only), activations FP32.
+    int8: dynamic quantization of the ``Linear`` and ``LSTM`` weights (``torch.ao``, CPU only), activations FP32;
+    a component with ``int8_keeps_fp32`` (the TTS encoder) stays FP32.
     Float inputs are cast to the runner's dtype; outputs keep it. On CUDA the call runs on ``stream`` when given.
     Construct through :func:`speechtrt.runtime.open.open_runner`.
     """
@@ -77,7 +78,8 @@ class TorchRunner:
             if self.device.type != "cpu":
                 raise InputError("torch INT8 (dynamic quantization) runs on the CPU only; on CUDA use fp16 or the "
                                  "trt backend's INT8 plans")
-            model = _dynamic_int8(model)
+            if not comp.int8_keeps_fp32:
+                model = _dynamic_int8(model)
         elif self.dtype != torch.float32 or self.device.type != "cpu":
             model = copy.deepcopy(model)
         self.module = comp.wrap(model.to(device=self.device, dtype=self.dtype)).eval()

@@ -36,6 +36,19 @@ def test_tts_graphs_are_dynamic_int8_with_integer_matmuls(int8_dir):
     assert default_mode(component("asr_small")) == "static"
 
 
+def test_the_tts_encoder_stays_fp32_and_its_sidecar_says_why(int8_dir):
+    """The encoder runs once per sentence and sets every phoneme's timing: its ``int8-ort`` graph is the FP32 graph,
+    byte for byte, with mode ``none`` and the component's reason in the sidecar."""
+    import json
+
+    assert default_mode(component("tts_encoder")) == "none"
+    out = int8_dir / "tts_encoder.int8-ort.onnx"
+    assert out.read_bytes() == (int8_dir / "tts_encoder.onnx").read_bytes()
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["precision"] == "int8" and side["quantization"]["mode"] == "none"
+    assert side["quantization"]["weights"] == f"fp32: {component('tts_encoder').int8_keeps_fp32}"
+
+
 def test_int8_decoding_stays_within_the_fidelity_bound_over_a_fed_back_loop(tts_model, int8_dir):
     """60 frames decoded by the whole INT8 chain (ORT int8 kernels) against the FP32 chain: mel SNR >= 30 dB."""
     from speechtrt.config import FrameRule

@@ -78,6 +78,19 @@ def test_torch_int8_is_dynamic_quantization_close_to_fp32(tts_model):
     assert relative_l2(int8.infer(feeds)["frame"].numpy(), ref.numpy()) < 0.1
 
 
+def test_torch_int8_keeps_the_tts_encoder_at_fp32(tts_model):
+    """The encoder sets every phoneme's timing once per sentence: INT8 leaves it FP32 (its outputs equal FP32's
+    exactly), while the decoder step, run once per frame, is quantized."""
+    comp = component("tts_encoder")
+    assert "once per sentence" in comp.int8_keeps_fp32 and not component("tts_decoder_step").int8_keeps_fp32
+    feeds = comp.make_inputs(tts_model, {"batch": 2, "text": 9}, torch.Generator().manual_seed(4))
+    ref = open_runner(comp, "torch", artifacts=Artifacts(model=tts_model)).infer(feeds)
+    int8 = open_runner(comp, "torch", "int8", artifacts=Artifacts(model=tts_model))
+    assert int8.precision == "int8" and not any("quantized" in type(m).__module__ for m in int8.module.modules())
+    out = int8.infer(feeds)
+    assert all(torch.equal(out[name], ref[name]) for name in ("memory", "cross_k", "cross_v"))
+
+
 def test_torch_runner_bf16_stays_close_to_fp32(tts_model):
     comp = component("tts_vocoder")
     feeds = comp.make_inputs(tts_model, {"batch": 1, "frames": 20}, torch.Generator().manual_seed(2))
