@@ -25,9 +25,9 @@ quantizer writes:
 
 * ``none``: the FP32 graph unchanged, for a component whose ``int8_keeps_fp32`` says why (the TTS encoder: it runs
   once per sentence and sets every phoneme's timing, which INT8 weights moved) and for one with no learned weights
-  to shrink — the Griffin-Lim vocoder (fixed STFT/iSTFT bases). Dynamically quantized, its matrix products ran 2.0× slower than FP32 on an AVX2-only
-  AMD EPYC (200 frames, one thread: 4.41 s vs 2.20 s) and only added error, so "INT8" leaves it at FP32 and the
-  sidecar says so.
+  to shrink — the Griffin-Lim vocoder (fixed STFT/iSTFT bases). Dynamically quantized, the vocoder's matrix
+  products ran 2.0× slower than FP32 on an AVX2-only AMD EPYC (200 frames, one thread: 4.41 s vs 2.20 s) and only
+  added error, so "INT8" leaves it at FP32 and the sidecar says so.
 
 :func:`default_mode` picks per component what measured faster at its fidelity bound; both write a sidecar like
 the ModelOpt graphs' (``precision: int8``, a ``quantization`` block naming the tool and mode).
@@ -52,8 +52,8 @@ from speechtrt.files import check_writable, sha256_file
 MODES = ("dynamic", "static", "none")
 RECIPE_VERSION = 3
 """Version of what :func:`make_ort_int8` writes (2: dynamic weight scales per output channel; 3: the TTS encoder
-kept FP32); a graph on disk made
-by an older version is made again on next use (:func:`speechtrt.pipeline.ensure_graph`)."""
+kept FP32); a graph on disk made by an older version is made again on next use
+(:func:`speechtrt.pipeline.ensure_graph`)."""
 
 GRIFFIN_LIM_KEPT = "fixed bases, not quantized (INT8 measured slower, no gain)"
 
